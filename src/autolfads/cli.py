@@ -1,0 +1,182 @@
+"""The `autolfads` command line (SPEC.md section 4).
+
+Exit status: 0 done; 2 bad input or usage (one line on stderr); 1 internal error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from autolfads.errors import AutoLFADSError, UsageError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split positional words into (data paths, `key=value` overrides)."""
+    paths = [s for s in items if "=" not in s]
+    overrides = [s for s in items if "=" in s]
+    return paths, overrides
+
+
+def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        raise UsageError(f"autolfads {name}: not built yet ({issue})")
+
+    return command
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from autolfads.data.synthetic import simulate_to_file
+
+    # every word is an override: a word without "=" is an error there, not silently dropped
+    simulate_to_file(args.name, args.out, seed=args.seed, overrides=args.overrides)
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from autolfads.train.run import train_command
+
+    return train_command(args)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from autolfads.outputs.sample import sample_command
+
+    return sample_command(args)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from autolfads.pbt.run import run_command
+
+    return run_command(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from autolfads.demo import demo_command
+
+    return demo_command(args)
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "items", nargs="+", metavar="DATA|key=value", help="HDF5 file(s), then overrides"
+    )
+    p.add_argument("-c", "--config", help="YAML config file or packaged config name")
+    p.add_argument("-o", "--out", default="autolfads_out", help="output folder")
+    p.add_argument("--device", help="cpu | cuda | cuda:N (overrides device=)")
+    p.add_argument("--seed", type=int, help="random seed (overrides seed=)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--samples", type=int, help="posterior samples averaged in the outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every SPEC.md command registered."""
+    parser = _Parser(prog="autolfads", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("run", help="AutoLFADS: population-based training, best model, outputs, zip")
+    _add_fit_arguments(p)
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("train", help="one LFADS model, no PBT, same outputs")
+    _add_fit_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="posterior outputs from a saved model")
+    p.add_argument("ckpt", help="model.ckpt")
+    p.add_argument("data", nargs="+", help="HDF5 file(s), one per session")
+    p.add_argument("-o", "--out", default="autolfads_sample", help="output folder")
+    p.add_argument("--samples", type=int, default=50, help="posterior samples to average")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("simulate", help="synthetic data with ground truth")
+    p.add_argument("name", help="chaotic-rnn | lorenz | oscillator")
+    p.add_argument("out", help="output HDF5 file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("report", help="plots and an HTML page for a finished or running OUT")
+    p.add_argument("out")
+    p.set_defaults(func=_not_built("report", "issue: analysis and reporting"))
+
+    p = sub.add_parser("evaluate", help="metrics to stdout and OUT/metrics.json")
+    p.add_argument("out")
+    p.set_defaults(func=_not_built("evaluate", "issue: analysis and reporting"))
+
+    p = sub.add_parser("fixed-points", help="slow points of a trained generator")
+    p.add_argument("ckpt")
+    p.set_defaults(func=_not_built("fixed-points", "issue: analysis and reporting"))
+
+    p = sub.add_parser("demo", help="simulate + run + report on the built-in demo, CPU-sized")
+    p.add_argument("-o", "--out", default="autolfads_demo")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse `argv`, letting positional words (data paths, `key=value`) follow options.
+
+    argparse stops filling a `nargs="*"`/`"+"` positional at the first option, so in
+    `simulate NAME OUT --seed 1 k=v` the `k=v` would be "unrecognized"; such leftover words are
+    appended to the command's `overrides`/`items` list instead.
+    """
+    args, extra = parser.parse_known_args(argv)
+    target = next(
+        (n for n in ("overrides", "items") if isinstance(getattr(args, n, None), list)), None
+    )
+    unknown = [w for w in extra if target is None or w.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if target is not None:
+        getattr(args, target).extend(extra)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and map errors to exit codes."""
+    parser = build_parser()
+    try:
+        args = parse_command_line(parser, argv)
+        if args.version:
+            from autolfads import __version__
+
+            print(__version__)
+            return EXIT_OK
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except AutoLFADSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

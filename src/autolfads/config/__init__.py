@@ -1,0 +1,109 @@
+"""Configuration: packaged YAML defaults, merged with a user file and `key.sub=value` overrides.
+
+The tree has four groups, `model`, `datamodule`, `trainer` and `pbt` (SPEC.md section 2). Unknown keys
+and values of the wrong type are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from autolfads.errors import ConfigError
+
+__all__ = ["load_config", "packaged_config_names", "check_data_dims"]
+
+DATA_DIM_KEYS = (
+    "encod_data_dim",
+    "encod_seq_len",
+    "recon_data_dim",
+    "recon_seq_len",
+    "ext_input_dim",
+)
+
+
+def _packaged(name: str) -> DictConfig:
+    text = resources.files("autolfads.config").joinpath(f"{name}.yaml").read_text()
+    return OmegaConf.create(text)
+
+
+def packaged_config_names() -> list[str]:
+    """Names accepted by `-c NAME` besides a YAML path (e.g. `emg`, `radical`)."""
+    files = resources.files("autolfads.config").iterdir()
+    return sorted(
+        p.name[:-5] for p in files if p.name.endswith(".yaml") and p.name != "defaults.yaml"
+    )
+
+
+def load_config(config: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Resolved configuration: defaults <- `config` (path or packaged name) <- `overrides`.
+
+    Args:
+        config: a YAML file, a packaged config name, or None for the defaults alone.
+        overrides: `key.sub=value` strings, applied last.
+
+    Raises:
+        ConfigError: the file is missing, a key is unknown, or a value has the wrong type.
+    """
+    cfg = _packaged("defaults")
+    OmegaConf.set_struct(cfg, True)
+    layers = []
+    if config is not None:
+        layers.append(_read_user_config(config))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, _, value = item.partition("=")
+        layers.append(OmegaConf.from_dotlist([f"{key.strip()}={value}"]))
+    for layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"config: {_one_line(err)}") from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config: {_one_line(err)}") from None
+    return cfg
+
+
+def _read_user_config(config: str | Path) -> DictConfig:
+    path = Path(config)
+    if not path.exists():
+        if str(config) in packaged_config_names():
+            return _packaged(str(config))
+        raise ConfigError(
+            f"config {config!r}: no such file and not a packaged config "
+            f"(packaged: {', '.join(packaged_config_names()) or 'none'})"
+        )
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # yaml errors come in several types
+        raise ConfigError(f"config {path}: not valid YAML ({_one_line(err)})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config {path}: expected a mapping at the top level")
+    return loaded
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split("\n")[0:1]).strip() or type(err).__name__
+
+
+def check_data_dims(cfg: DictConfig, dims: dict[str, int]) -> None:
+    """Fill `cfg.model.<dim>` from the data, or raise if the config states a different value.
+
+    Raises:
+        ConfigError: naming the key, the configured value and the value found in the data.
+    """
+    for key in DATA_DIM_KEYS:
+        stated = cfg.model.get(key)
+        found = int(dims[key])
+        if stated is not None and int(stated) != found:
+            raise ConfigError(
+                f"config model.{key}={stated} disagrees with the data, which has {key}={found}"
+            )
+        cfg.model[key] = found

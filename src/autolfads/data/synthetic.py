@@ -1,0 +1,500 @@
+"""Synthetic spiking datasets with known ground truth (SPEC.md section 6; `autolfads simulate`).
+
+Every simulator returns the arrays of a session file (SPEC.md section 1):
+
+- `train_encod_data`, `valid_encod_data`, `train_recon_data`, `valid_recon_data`: (B, T, N)
+  integer spike counts per bin; encod and recon are the same counts.
+- `train_truth`, `valid_truth`: (B, T, N) true firing rates in Hz (spikes per second), and
+  `conversion_factor` = 1 / dt (bins per second), so `truth / conversion_factor` is the expected
+  spike count per bin, in the units of the data.
+- `train_inds`, `valid_inds`: (B,) original trial indices; trial `c * trials_per_condition + k` is
+  trial k of condition c.
+- `train_condition`, `valid_condition`: (B,) condition id of each trial.
+- simulator-specific truth, e.g. `{split}_latents` (B, T, D) or `{split}_true_inputs` (B, T, 1).
+
+Trials of one condition share their initial state (and, without inputs, their rates); they differ
+by Poisson noise. Each condition's trials are split at random into train and valid, with
+`round(valid_fraction * trials_per_condition)` valid trials (at least one of each).
+
+Randomness: `seed` feeds independent numpy streams for the fixed model (weights, read-out), the
+conditions (initial states, pulse times), the spike noise and the split, so the same seed gives
+identical arrays.
+
+Shape legend: B trials, T bins, N neurons (channels).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from autolfads._atomic import atomic_path
+from autolfads.errors import UsageError
+
+__all__ = [
+    "SIMULATORS",
+    "chaotic_rnn",
+    "lorenz",
+    "oscillator",
+    "parse_overrides",
+    "simulate",
+    "simulate_to_file",
+]
+
+Arrays = dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- simulators
+
+
+def chaotic_rnn(
+    seed: int = 0,
+    *,
+    n_conditions: int = 400,
+    trials_per_condition: int = 10,
+    n_neurons: int = 50,
+    n_steps: int = 100,
+    g: float | None = None,
+    inputs: bool = False,
+    input_magnitude: float = 20.0,
+    max_rate: float = 30.0,
+    dt: float = 0.01,
+    tau: float = 0.025,
+    valid_fraction: float = 0.2,
+) -> Arrays:
+    """Spikes from a chaotic rate RNN (the LFADS 2018 benchmark).
+
+    The network `x <- (1 - dt/tau) x + (dt/tau) (g W tanh(x) + b u_t)`, W ~ N(0, 1/N), starts
+    each condition from x0 ~ N(0, 1). Rates are `tanh(x)` min-max normalised per trial (over
+    all bins and neurons) to [0, max_rate] Hz; spikes are Poisson with mean rate * dt per bin.
+
+    Args:
+        n_conditions, trials_per_condition: conditions (initial states) and trials of each.
+        n_neurons: units N of the RNN, all recorded.
+        n_steps: bins T of `dt` seconds each.
+        g: gain of the recurrent weights; default 1.5, or 2.5 with `inputs`.
+        inputs: if true, each trial gets one pulse of `input_magnitude` at a random bin in
+            [T/4, 3T/4) through input weights b ~ N(0, 1); the pulse is stored as
+            `{split}_true_inputs` (B, T, 1).
+        max_rate: peak rate in Hz.
+        dt, tau: bin width and time constant in seconds.
+        valid_fraction: fraction of each condition's trials in the valid split.
+    """
+    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction)
+    _require_positive(max_rate=max_rate, dt=dt, tau=tau)
+    gain = g if g is not None else (2.5 if inputs else 1.5)
+    model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
+    weights = model_rng.standard_normal((n_neurons, n_neurons)) / math.sqrt(n_neurons)
+    input_weights = model_rng.standard_normal(n_neurons)
+    x0 = cond_rng.standard_normal((n_conditions, n_neurons))
+    condition = np.repeat(np.arange(n_conditions), trials_per_condition)
+    extras: Arrays = {}
+    if inputs:
+        pulse = _pulse_inputs(cond_rng, condition.size, n_steps, input_magnitude)  # (B, T)
+        pulses = (pulse, input_weights)
+        states = _run_rate_rnn(x0[condition], weights, gain, dt / tau, n_steps, pulses)
+        rates = _minmax_rates(states, max_rate)
+        extras["true_inputs"] = pulse[:, :, None].astype(np.float32)
+    else:
+        states = _run_rate_rnn(x0, weights, gain, dt / tau, n_steps)
+        rates = _minmax_rates(states, max_rate)[condition]
+    return _session(rates, dt, condition, noise_rng, split_rng, valid_fraction, extras)
+
+
+def lorenz(
+    seed: int = 0,
+    *,
+    n_conditions: int = 65,
+    trials_per_condition: int = 24,
+    n_neurons: int = 29,
+    n_steps: int = 50,
+    dt: float = 0.02,
+    base_rate: float = 5.0,
+    gain: float = 0.75,
+    sigma: float = 10.0,
+    rho: float = 28.0,
+    beta: float = 8.0 / 3.0,
+    lorenz_dt: float = 0.015,
+    burn_in: int = 300,
+    valid_fraction: float = 0.2,
+) -> Arrays:
+    """Poisson spikes whose log-rates are linear in the state of a Lorenz system.
+
+    Each condition starts at a random point, runs `burn_in` bins to reach the attractor, then
+    records `n_steps` bins (`lorenz_dt` Lorenz time units each, RK4). The latents z are
+    normalised to zero mean and unit std per dimension over all conditions and bins, and stored
+    as `{split}_latents` (B, T, 3). Rates: `log r = log(base_rate) + gain * C z` with C's rows
+    random unit vectors, so log-rates vary by about `gain` around the base.
+
+    Args:
+        n_conditions, trials_per_condition: conditions and trials of each (trials share latents).
+        n_neurons, n_steps: neurons N and bins T of `dt` seconds.
+        base_rate: rate in Hz at z = 0.
+        gain: size of the latent modulation of the log-rates.
+        sigma, rho, beta: Lorenz parameters.
+        lorenz_dt: Lorenz time advanced per bin.
+        burn_in: bins run and discarded before recording.
+        valid_fraction: fraction of each condition's trials in the valid split.
+    """
+    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction)
+    _require_positive(dt=dt, base_rate=base_rate, lorenz_dt=lorenz_dt)
+    _require(burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
+    model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
+    readout = gain * _unit_rows(model_rng, n_neurons, 3)
+    start = cond_rng.standard_normal((n_conditions, 3)) * 5.0 + np.array([0.0, 0.0, 25.0])
+    params = (sigma, rho, beta)
+    states = _integrate_lorenz(start, params, lorenz_dt, burn_in + n_steps)[:, burn_in:]
+    latents = _standardise(states)  # (C, T, 3)
+    rates = base_rate * np.exp(latents @ readout.T)
+    condition = np.repeat(np.arange(n_conditions), trials_per_condition)
+    extras = {"latents": latents[condition].astype(np.float32)}
+    return _session(rates[condition], dt, condition, noise_rng, split_rng, valid_fraction, extras)
+
+
+def oscillator(
+    seed: int = 0,
+    *,
+    n_conditions: int = 50,
+    trials_per_condition: int = 10,
+    n_neurons: int = 100,
+    n_steps: int = 50,
+    angle_per_step: float = 0.2,
+    amplitude: float = 1.0,
+    dt: float = 0.02,
+    base_rate: float = 10.0,
+    gain: float = 1.0,
+    valid_fraction: float = 0.2,
+) -> Arrays:
+    """Poisson spikes whose log-rates are linear in a 2-D rotating latent.
+
+    The latent is `amplitude * (cos a_t, sin a_t)` with `a_t = phase + angle_per_step * t`, the
+    phase uniform in [0, 2 pi) per condition; it is stored as `{split}_latents` (B, T, 2).
+    Rates: `log r = log(base_rate) + gain * C z` with C's rows random unit vectors.
+
+    Args:
+        n_conditions, trials_per_condition: conditions (phases) and trials of each.
+        n_neurons, n_steps: neurons N and bins T of `dt` seconds.
+        angle_per_step: rotation per bin in radians.
+        amplitude: radius of the latent circle.
+        base_rate: rate in Hz at z = 0.
+        gain: size of the latent modulation of the log-rates.
+        valid_fraction: fraction of each condition's trials in the valid split.
+    """
+    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction)
+    _require_positive(dt=dt, base_rate=base_rate)
+    model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
+    readout = gain * _unit_rows(model_rng, n_neurons, 2)
+    phase = cond_rng.uniform(0.0, 2.0 * np.pi, n_conditions)
+    angle = phase[:, None] + angle_per_step * np.arange(n_steps)  # (C, T)
+    latents = amplitude * np.stack([np.cos(angle), np.sin(angle)], axis=-1)  # (C, T, 2)
+    rates = base_rate * np.exp(latents @ readout.T)
+    condition = np.repeat(np.arange(n_conditions), trials_per_condition)
+    extras = {"latents": latents[condition].astype(np.float32)}
+    return _session(rates[condition], dt, condition, noise_rng, split_rng, valid_fraction, extras)
+
+
+SIMULATORS: dict[str, Callable[..., Arrays]] = {
+    "chaotic-rnn": chaotic_rnn,
+    "lorenz": lorenz,
+    "oscillator": oscillator,
+}
+"""Simulator name (as on the command line) -> function(seed, **params) returning the arrays.
+
+`calcium` and `emg` (SPEC.md section 6) are to be added here when they are built."""
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def simulate(name: str, *, seed: int = 0, **params: object) -> Arrays:
+    """Run simulator `name` with `params` overriding its defaults; see `SIMULATORS`.
+
+    Raises:
+        UsageError: unknown simulator or parameter, or a value of the wrong type or range.
+    """
+    function = _lookup(name)
+    return function(seed, **_check_params(name, function, params))
+
+
+def simulate_to_file(
+    name: str,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    overrides: Sequence[str] = (),
+) -> Path:
+    """Simulate `name` and write the session file `out` atomically.
+
+    Args:
+        name: a key of `SIMULATORS`, e.g. 'chaotic-rnn'.
+        out: the HDF5 file to write; replaced if it exists.
+        seed: random seed; the same seed and overrides give the same file contents.
+        overrides: "key=value" strings, values parsed as true/false, int or float.
+
+    Returns:
+        `out` as a Path. The file's attributes record the simulator, seed and parameters.
+
+    Raises:
+        UsageError: unknown simulator or parameter, or a malformed or out-of-range value;
+            nothing is written then.
+    """
+    function = _lookup(name)
+    params = _check_params(name, function, parse_overrides(overrides))
+    arrays = function(seed, **params)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as file:
+            for key, value in arrays.items():
+                _write_array(file, key, value)
+            file.attrs["simulator"] = name
+            file.attrs["seed"] = seed
+            file.attrs["params"] = json.dumps(_resolved_params(function, params))
+    return out
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, bool | int | float]:
+    """Parse "key=value" strings; values become bool (true/false), int or float.
+
+    Raises:
+        UsageError: an item is not `key=value` or its value is not a number or boolean.
+    """
+    params: dict[str, bool | int | float] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"override {item!r} is not key=value (e.g. n_conditions=100)")
+        params[key] = _parse_value(key, text.strip())
+    return params
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _lookup(name: str) -> Callable[..., Arrays]:
+    if name not in SIMULATORS:
+        raise UsageError(f"unknown simulator {name!r}; expected one of: {', '.join(SIMULATORS)}")
+    return SIMULATORS[name]
+
+
+def _parse_value(key: str, text: str) -> bool | int | float:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise UsageError(f"override {key}={text!r}: expected a number or true/false")
+
+
+def _defaults(function: Callable[..., Arrays]) -> dict[str, object]:
+    """Keyword parameters of a simulator and their defaults (without `seed`)."""
+    signature = inspect.signature(function)
+    return {name: p.default for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def _check_params(name: str, function: Callable[..., Arrays], params: Mapping) -> dict:
+    """Check names and types of `params` against the simulator's defaults; ints become floats."""
+    defaults = _defaults(function)
+    checked = {}
+    for key, value in params.items():
+        if key not in defaults:
+            raise UsageError(
+                f"simulator {name!r} has no parameter {key!r}; "
+                f"valid parameters: {', '.join(defaults)}"
+            )
+        checked[key] = _coerce(name, key, value, defaults[key])
+    return checked
+
+
+def _coerce(name: str, key: str, value: object, default: object) -> object:
+    """`value` converted to the type of `default` (bool, int, or float; None means float)."""
+    is_number = isinstance(value, (int, float, np.integer, np.floating))
+    is_bool = isinstance(value, (bool, np.bool_))
+    if isinstance(default, bool):
+        ok, expected = is_bool, "true or false"
+        value = bool(value) if ok else value
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, (int, np.integer)) and not is_bool, "an integer"
+        value = int(value) if ok else value
+    else:
+        ok, expected = is_number and not is_bool and math.isfinite(value), "a finite number"
+        value = float(value) if ok else value
+    if not ok:
+        raise UsageError(f"simulator {name!r}: parameter {key}={value!r}; expected {expected}")
+    return value
+
+
+def _resolved_params(function: Callable[..., Arrays], params: Mapping) -> dict:
+    return {**_defaults(function), **params}
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise UsageError(f"parameter {key}={value!r}; expected {expected}")
+
+
+def _require_positive(**values: float) -> None:
+    for key, value in values.items():
+        _require(value > 0, key, value, "a number > 0")
+
+
+def _require_sizes(
+    n_conditions: int, trials: int, n_neurons: int, n_steps: int, valid_fraction: float
+) -> None:
+    _require(n_conditions >= 1, "n_conditions", n_conditions, "an integer >= 1")
+    _require(trials >= 2, "trials_per_condition", trials, "an integer >= 2 (train and valid)")
+    _require(n_neurons >= 1, "n_neurons", n_neurons, "an integer >= 1")
+    _require(n_steps >= 1, "n_steps", n_steps, "an integer >= 1")
+    _require(0.0 < valid_fraction < 1.0, "valid_fraction", valid_fraction, "a number in (0, 1)")
+
+
+# --------------------------------------------------------------------------- dynamics
+
+
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Independent generators for the model, the conditions, the spike noise and the split."""
+    _require(isinstance(seed, (int, np.integer)) and seed >= 0, "seed", seed, "an integer >= 0")
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+
+
+def _pulse_inputs(
+    rng: np.random.Generator, n_trials: int, n_steps: int, magnitude: float
+) -> np.ndarray:
+    """(B, T) inputs, zero except one pulse per trial at a bin t with T/4 <= t < 3T/4."""
+    first, stop = -(-n_steps // 4), -(-3 * n_steps // 4)  # ceil(T/4), ceil(3T/4)
+    _require(stop > first, "n_steps", n_steps, "at least 2 bins for an input pulse")
+    inputs = np.zeros((n_trials, n_steps))
+    inputs[np.arange(n_trials), rng.integers(first, stop, n_trials)] = magnitude
+    return inputs
+
+
+def _run_rate_rnn(
+    x0: np.ndarray,
+    weights: np.ndarray,
+    gain: float,
+    alpha: float,
+    n_steps: int,
+    pulses: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """States (B, T, N) of `x <- (1 - alpha) x + alpha (gain W tanh(x) + b u_t)` from x0 (B, N).
+
+    `pulses` is (u, b): inputs u (B, T) and input weights b (N,). Bin t holds the state after the
+    update driven by u_t, so a pulse shows in its own bin.
+    """
+    n_trials, n_neurons = x0.shape
+    states = np.empty((n_trials, n_steps, n_neurons), dtype=np.float32)
+    x = x0.astype(np.float64)
+    recurrent = np.ascontiguousarray(gain * weights.T)  # (N, N), so that drive = tanh(x) @ it
+    for t in range(n_steps):
+        drive = np.tanh(x) @ recurrent
+        if pulses is not None:
+            inputs, input_weights = pulses
+            drive += inputs[:, t, None] * input_weights
+        x = (1.0 - alpha) * x + alpha * drive
+        states[:, t] = x
+    return states
+
+
+def _minmax_rates(states: np.ndarray, max_rate: float) -> np.ndarray:
+    """tanh(states) (B, T, N) rescaled per trial so its minimum is 0 and maximum `max_rate`."""
+    activity = np.tanh(states)
+    low = activity.min(axis=(1, 2), keepdims=True)
+    high = activity.max(axis=(1, 2), keepdims=True)
+    return (activity - low) / np.maximum(high - low, 1e-12) * max_rate
+
+
+def _lorenz_velocity(state: np.ndarray, sigma: float, rho: float, beta: float) -> np.ndarray:
+    x, y, z = state[..., 0], state[..., 1], state[..., 2]
+    return np.stack([sigma * (y - x), x * (rho - z) - y, x * y - beta * z], axis=-1)
+
+
+def _integrate_lorenz(
+    start: np.ndarray, params: tuple[float, float, float], step: float, n_steps: int
+) -> np.ndarray:
+    """(C, n_steps, 3) Lorenz states, one per `step` time units, by RK4 with 5 substeps a bin."""
+    substeps = 5
+    h = step / substeps
+    states = np.empty((start.shape[0], n_steps, 3))
+    s = start.astype(np.float64)
+    for t in range(n_steps):
+        for _ in range(substeps):
+            k1 = _lorenz_velocity(s, *params)
+            k2 = _lorenz_velocity(s + 0.5 * h * k1, *params)
+            k3 = _lorenz_velocity(s + 0.5 * h * k2, *params)
+            k4 = _lorenz_velocity(s + h * k3, *params)
+            s = s + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+        states[:, t] = s
+    return states
+
+
+def _standardise(latents: np.ndarray) -> np.ndarray:
+    """Zero mean, unit std per last-axis dimension over all other axes."""
+    flat = latents.reshape(-1, latents.shape[-1])
+    return (latents - flat.mean(axis=0)) / np.maximum(flat.std(axis=0), 1e-12)
+
+
+def _unit_rows(rng: np.random.Generator, n_rows: int, n_cols: int) -> np.ndarray:
+    """(n_rows, n_cols) Gaussian matrix with each row scaled to unit length."""
+    matrix = rng.standard_normal((n_rows, n_cols))
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- session layout
+
+
+def _session(
+    rates_hz: np.ndarray,
+    dt: float,
+    condition: np.ndarray,
+    noise_rng: np.random.Generator,
+    split_rng: np.random.Generator,
+    valid_fraction: float,
+    extras: Mapping[str, np.ndarray],
+) -> Arrays:
+    """Poisson spikes from rates (B, T, N) in Hz, split within conditions, in SPEC.md §1 layout."""
+    counts = noise_rng.poisson(rates_hz * dt).astype(np.int32)
+    train, valid = _split_within_conditions(split_rng, condition, valid_fraction)
+    arrays: Arrays = {"conversion_factor": np.asarray(1.0 / dt)}
+    for split, inds in (("train", train), ("valid", valid)):
+        arrays[f"{split}_encod_data"] = counts[inds]
+        arrays[f"{split}_recon_data"] = arrays[f"{split}_encod_data"]
+        arrays[f"{split}_truth"] = rates_hz[inds].astype(np.float32)
+        arrays[f"{split}_inds"] = inds.astype(np.int64)
+        arrays[f"{split}_condition"] = condition[inds].astype(np.int64)
+        for key, value in extras.items():
+            arrays[f"{split}_{key}"] = value[inds]
+    return arrays
+
+
+def _split_within_conditions(
+    rng: np.random.Generator, condition: np.ndarray, valid_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, valid) trial indices; each condition sends the same number to valid.
+
+    Trials are grouped by condition, `trials_per_condition` consecutive trials each.
+    """
+    n_conditions = int(condition.max()) + 1
+    per_condition = condition.size // n_conditions
+    n_valid = min(max(round(valid_fraction * per_condition), 1), per_condition - 1)
+    order = np.argsort(rng.random((n_conditions, per_condition)), axis=1)
+    first = (np.arange(n_conditions) * per_condition)[:, None]
+    is_valid = np.zeros(condition.size, dtype=bool)
+    is_valid[(first + order[:, :n_valid]).ravel()] = True
+    return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
+
+
+def _write_array(file: h5py.File, key: str, value: np.ndarray) -> None:
+    """Write one dataset; large arrays are gzip-compressed (spike counts shrink ~10x)."""
+    value = np.asarray(value)
+    if value.ndim >= 2:
+        file.create_dataset(key, data=value, compression="gzip", compression_opts=1, shuffle=True)
+    else:
+        file.create_dataset(key, data=value)

@@ -1,0 +1,371 @@
+"""Checks that a session file follows the layout of SPEC.md section 1.
+
+Two stages, so that a bad file is refused before its arrays are loaded:
+`check_layout` works on shapes and dtypes alone (h5py dataset metadata, or arrays), and
+`check_values` then inspects each loaded array once. Every failure is a `DataError` whose single
+line names the file, the key, what was found and what was expected.
+
+Shape legend: B trials, T bins, N channels, E external inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import h5py
+import numpy as np
+
+from autolfads.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+TARGET_SPLITS = ("train", "valid")  # splits with a reconstruction target
+REQUIRED_KEYS = ("train_encod_data", "valid_encod_data", "train_recon_data", "valid_recon_data")
+NONNEGATIVE_MODELS = ("poisson", "gamma", "zig")  # observation models defined on values >= 0
+COUNT_MODELS = ("poisson",)  # observation models of integer counts
+
+_LAYOUT = "(n_trials, n_timesteps, n_channels)"
+
+
+class ArrayLike(Protocol):
+    """Anything with a shape and a dtype: an h5py dataset (metadata only) or a numpy array."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+
+@dataclass(frozen=True)
+class DataDims:
+    """Dimensions of one session read from its file.
+
+    `ext_input_dim` is 0 when the file has no external inputs.
+    """
+
+    encod_data_dim: int
+    encod_seq_len: int
+    recon_data_dim: int
+    recon_seq_len: int
+    ext_input_dim: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The five dimensions by name, as `autolfads.config.check_data_dims` expects them."""
+        return {
+            "encod_data_dim": self.encod_data_dim,
+            "encod_seq_len": self.encod_seq_len,
+            "recon_data_dim": self.recon_data_dim,
+            "recon_seq_len": self.recon_seq_len,
+            "ext_input_dim": self.ext_input_dim,
+        }
+
+
+def fail(path: str | os.PathLike, key: str | None, found: str, expected: str) -> DataError:
+    """A one-line `DataError`: `<file>: '<key>' <found>; expected <expected>`."""
+    where = f"{path}: '{key}'" if key else f"{path}:"
+    return DataError(f"{where} {found}; expected {expected}")
+
+
+# --------------------------------------------------------------------------- file
+
+
+def check_readable(path: Path) -> None:
+    """Raise `DataError` unless `path` is an existing HDF5 file."""
+    if not path.exists():
+        raise fail(path, None, "no such file", "an HDF5 session file")
+    if not path.is_file():
+        raise fail(path, None, "is not a regular file", "an HDF5 session file")
+    if not h5py.is_hdf5(path):
+        raise fail(path, None, "is not an HDF5 file", "an HDF5 session file (.h5) of SPEC.md §1")
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def check_layout(
+    path: str | os.PathLike,
+    arrays: Mapping[str, ArrayLike],
+    *,
+    batch_size: int | None = None,
+) -> DataDims:
+    """Check keys, dtypes and shapes of one session and return its dimensions.
+
+    Args:
+        path: the file, named in error messages.
+        arrays: every dataset of the file by key; only `.shape` and `.dtype` are used.
+        batch_size: if given, the train split must hold at least this many trials.
+
+    Raises:
+        DataError: the first violation found.
+    """
+    _check_required(path, arrays)
+    splits = [s for s in SPLITS if f"{s}_encod_data" in arrays]
+    _check_orphans(path, arrays, splits)
+    for key in _model_keys(arrays, splits):
+        _check_3d(path, key, arrays[key])
+    enc = {s: arrays[f"{s}_encod_data"].shape for s in splits}
+    rec = {s: arrays[f"{s}_recon_data"].shape for s in TARGET_SPLITS}
+    _check_nonempty(path, enc, "encod_data")
+    _check_nonempty(path, rec, "recon_data")
+    _check_splits_agree(path, enc, "encod_data", axes=(1, 2))
+    _check_splits_agree(path, rec, "recon_data", axes=(1, 2))
+    for split in TARGET_SPLITS:
+        _check_recon_vs_encod(path, split, enc[split], rec[split])
+    t_rec, n_rec = rec["train"][1], rec["train"][2]
+    ext_dim = _check_ext_input(path, arrays, splits, enc, t_rec)
+    _check_truth(path, arrays, splits, enc, t_rec, n_rec)
+    _check_inds(path, arrays, splits, enc)
+    _check_conversion_factor_shape(path, arrays)
+    _check_batch_size(path, enc["train"][0], batch_size)
+    return DataDims(
+        encod_data_dim=enc["train"][2],
+        encod_seq_len=enc["train"][1],
+        recon_data_dim=n_rec,
+        recon_seq_len=t_rec,
+        ext_input_dim=ext_dim,
+    )
+
+
+def _model_keys(arrays: Mapping[str, ArrayLike], splits: Sequence[str]) -> list[str]:
+    """Keys of the 3-D arrays the model reads (data, targets, inputs, truth)."""
+    keys = [f"{s}_encod_data" for s in splits] + [f"{s}_recon_data" for s in TARGET_SPLITS]
+    keys += [f"{s}_{kind}" for s in splits for kind in ("ext_input", "truth")]
+    return [k for k in keys if k in arrays]
+
+
+def _check_required(path, arrays: Mapping[str, ArrayLike]) -> None:
+    for key in REQUIRED_KEYS:
+        if key not in arrays:
+            present = ", ".join(sorted(arrays)[:12]) or "none"
+            raise fail(path, key, f"is missing (datasets found: {present})", "a dataset")
+
+
+def _check_orphans(path, arrays: Mapping[str, ArrayLike], splits: Sequence[str]) -> None:
+    """Test-split companions (ext_input, truth, inds) need test_encod_data."""
+    if "test" in splits:
+        return
+    for kind in ("ext_input", "truth", "inds"):
+        if f"test_{kind}" in arrays:
+            raise fail(
+                path, f"test_{kind}", "is present without 'test_encod_data'", "both or neither"
+            )
+
+
+def _check_3d(path, key: str, array: ArrayLike) -> None:
+    if array.dtype.kind not in "iuf":
+        raise fail(path, key, f"has dtype {array.dtype}", "a numeric (integer or float) array")
+    if len(array.shape) != 3:
+        raise fail(path, key, f"has shape {tuple(array.shape)}", f"a 3-D array {_LAYOUT}")
+
+
+def _check_nonempty(path, shapes: Mapping[str, tuple[int, ...]], kind: str) -> None:
+    for split, (n, t, c) in shapes.items():
+        key = f"{split}_{kind}"
+        if n == 0:
+            hint = " (remove the key if there are no test trials)" if split == "test" else ""
+            raise fail(path, key, f"has 0 trials, shape {(n, t, c)}", f"at least one trial{hint}")
+        if t == 0:
+            raise fail(path, key, f"has 0 time steps, shape {(n, t, c)}", "at least one time step")
+        if c == 0:
+            raise fail(path, key, f"has 0 channels, shape {(n, t, c)}", "at least one channel")
+
+
+def _check_splits_agree(path, shapes, kind: str, axes: Sequence[int]) -> None:
+    """Every split must share the train split's time steps (axis 1) and channels (axis 2)."""
+    names = {1: "time steps", 2: "channels"}
+    ref = shapes["train"]
+    for split, shape in shapes.items():
+        for axis in axes:
+            if shape[axis] != ref[axis]:
+                raise fail(
+                    path,
+                    f"{split}_{kind}",
+                    f"has {shape[axis]} {names[axis]}, shape {shape}",
+                    f"{ref[axis]} {names[axis]} as in 'train_{kind}' {ref}",
+                )
+
+
+def _check_recon_vs_encod(path, split: str, enc: tuple[int, ...], rec: tuple[int, ...]) -> None:
+    key = f"{split}_recon_data"
+    if rec[0] != enc[0]:
+        raise fail(path, key, f"has {rec[0]} trials", f"{enc[0]} trials as in '{split}_encod_data'")
+    if rec[1] < enc[1]:
+        raise fail(
+            path,
+            key,
+            f"has {rec[1]} time steps, fewer than '{split}_encod_data' ({enc[1]})",
+            "at least as many (extra steps are forward prediction)",
+        )
+    if rec[2] < enc[2]:
+        raise fail(
+            path,
+            key,
+            f"has {rec[2]} channels, fewer than '{split}_encod_data' ({enc[2]})",
+            "at least as many (extra channels are held-out neurons)",
+        )
+
+
+def _check_ext_input(path, arrays, splits: Sequence[str], enc, t_rec: int) -> int:
+    """External inputs: in every split or none, (B, T_rec, E) with one E. Returns E (0 if none)."""
+    present = [s for s in splits if f"{s}_ext_input" in arrays]
+    if not present:
+        return 0
+    missing = [s for s in splits if s not in present]
+    if missing:
+        raise fail(
+            path,
+            f"{missing[0]}_ext_input",
+            f"is missing while '{present[0]}_ext_input' is present",
+            "external inputs for every split or for none",
+        )
+    ext_dim = arrays[f"{present[0]}_ext_input"].shape[2]
+    for split in present:
+        key = f"{split}_ext_input"
+        n, t, e = arrays[key].shape
+        if n != enc[split][0]:
+            raise fail(path, key, f"has {n} trials", f"{enc[split][0]} as in '{split}_encod_data'")
+        if t != t_rec:
+            raise fail(path, key, f"has {t} time steps", f"recon_seq_len = {t_rec}")
+        if e == 0:
+            raise fail(path, key, "has 0 channels", "at least one (omit the key for no inputs)")
+        if e != ext_dim:
+            raise fail(path, key, f"has {e} channels", f"{ext_dim} as in '{present[0]}_ext_input'")
+    return ext_dim
+
+
+def _check_truth(path, arrays, splits: Sequence[str], enc, t_rec: int, n_rec: int) -> None:
+    """Ground truth has the shape of that split's reconstruction target (B, T_rec, N_rec)."""
+    for split in splits:
+        key = f"{split}_truth"
+        if key not in arrays:
+            continue
+        expected = (enc[split][0], t_rec, n_rec)
+        found = tuple(arrays[key].shape)
+        if found != expected:
+            raise fail(path, key, f"has shape {found}", f"{expected}, the shape of the recon data")
+
+
+def _check_inds(path, arrays, splits: Sequence[str], enc) -> None:
+    for split in splits:
+        key = f"{split}_inds"
+        if key not in arrays:
+            continue
+        shape, dtype = tuple(arrays[key].shape), arrays[key].dtype
+        if dtype.kind not in "iu":
+            raise fail(path, key, f"has dtype {dtype}", "integer trial indices")
+        if shape != (enc[split][0],):
+            raise fail(path, key, f"has shape {shape}", f"({enc[split][0]},), one index per trial")
+
+
+def _check_conversion_factor_shape(path, arrays) -> None:
+    if "conversion_factor" not in arrays:
+        return
+    array = arrays["conversion_factor"]
+    if array.dtype.kind not in "iuf" or int(np.prod(array.shape)) != 1:
+        raise fail(
+            path,
+            "conversion_factor",
+            f"has shape {tuple(array.shape)} and dtype {array.dtype}",
+            "one number",
+        )
+
+
+def _check_batch_size(path, n_train: int, batch_size: int | None) -> None:
+    if batch_size is not None and n_train < batch_size:
+        raise fail(
+            path,
+            "train_encod_data",
+            f"has {n_train} trials, fewer than one batch (batch_size={batch_size})",
+            f"at least {batch_size} trials, or a smaller datamodule.batch_size",
+        )
+
+
+# --------------------------------------------------------------------------- values
+
+
+def check_values(
+    path: str | os.PathLike,
+    key: str,
+    array: np.ndarray,
+    *,
+    reconstruction: str = "poisson",
+    allow_noninteger: bool = False,
+) -> None:
+    """Check the values of one loaded array of the model (data, target, input or truth).
+
+    Inf is never allowed. NaN ("not observed") is allowed only in `*_encod_data`/`*_recon_data`.
+    For those two, the observation model adds: >= 0 for poisson/gamma/zig, and integer counts
+    for poisson unless `allow_noninteger`.
+
+    Raises:
+        DataError: naming the first offending element.
+    """
+    is_data = key.endswith("_encod_data") or key.endswith("_recon_data")
+    _check_no(path, key, array, np.isinf(array), "inf", "finite values")
+    if not is_data:
+        _check_no(path, key, array, np.isnan(array), "NaN", "no NaN (NaN is allowed in data only)")
+        return
+    model = str(reconstruction).lower()
+    with np.errstate(invalid="ignore"):
+        if model in NONNEGATIVE_MODELS:
+            expected = f"values >= 0 for reconstruction={model!r}"
+            _check_no(path, key, array, array < 0, "a negative value", expected)
+        if model in COUNT_MODELS and not allow_noninteger and array.dtype.kind == "f":
+            fractional = (array != np.rint(array)) & ~np.isnan(array)
+            expected = (
+                f"integer counts for reconstruction={model!r} "
+                "(set model.allow_noninteger=true to accept them)"
+            )
+            _check_no(path, key, array, fractional, "a non-integer value", expected)
+
+
+def _check_no(path, key: str, array: np.ndarray, bad: np.ndarray, what: str, expected: str) -> None:
+    """Raise naming the first element where `bad` is True, with its index and value."""
+    first = int(np.argmax(bad)) if bad.size else 0
+    if bad.size and bad.flat[first]:
+        index = tuple(int(i) for i in np.unravel_index(first, array.shape))
+        count = int(np.count_nonzero(bad))
+        value = f"{array.flat[first].item():.6g}"
+        where = f"{value} at index {index}; {count} element{'s' if count > 1 else ''} in all"
+        raise fail(path, key, f"has {what} ({where})", expected)
+
+
+def check_conversion_factor(path: str | os.PathLike, value: float) -> None:
+    """The conversion factor divides the truth, so it must be finite and non-zero."""
+    if not np.isfinite(value) or value == 0:
+        raise fail(path, "conversion_factor", f"is {value!r}", "a finite, non-zero number")
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def check_sessions_agree(
+    paths: Sequence[str | os.PathLike],
+    dims: Sequence[DataDims],
+    *,
+    require_equal_channels: bool = False,
+) -> None:
+    """Sessions are stitched into one model: they share sequence lengths and external inputs.
+
+    Channel counts may differ between sessions (each has its own read-in/read-out) unless
+    `require_equal_channels`.
+
+    Raises:
+        DataError: naming both files, the dimension and both values.
+    """
+    shared = ["encod_seq_len", "recon_seq_len", "ext_input_dim"]
+    if require_equal_channels:
+        shared += ["encod_data_dim", "recon_data_dim"]
+    ref_path, ref = paths[0], dims[0].as_dict()
+    for path, other in zip(paths[1:], dims[1:], strict=True):
+        values = other.as_dict()
+        for name in shared:
+            if values[name] != ref[name]:
+                raise DataError(
+                    f"{path}: {name}={values[name]} differs from {ref_path} ({name}={ref[name]}); "
+                    f"expected every session to have the same {name}"
+                )

@@ -1,0 +1,192 @@
+"""Population-batched building blocks: every parameter has a leading worker axis K.
+
+K workers with different weights step through one loop together; one model is K = 1. Matmuls are
+batched (`torch.baddbmm`) so K small products are one kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BatchedLinear", "ClippedGRUCell", "BidirectionalGRU", "worker_dropout", "per_worker"]
+
+
+def per_worker(value: Tensor, like: Tensor) -> Tensor:
+    """View a per-worker vector (K,) so it broadcasts against `like` (K, ...)."""
+    return value.view(value.shape[0], *([1] * (like.dim() - 1)))
+
+
+def worker_dropout(x: Tensor, rate: Tensor, training: bool) -> Tensor:
+    """Inverted dropout with a separate rate per worker.
+
+    Args:
+        x: (K, ...) activations.
+        rate: (K,) drop probability of each worker.
+        training: when False, `x` is returned unchanged.
+    """
+    if not training:
+        return x
+    keep = 1.0 - per_worker(rate.to(x.dtype), x)
+    mask = torch.rand_like(x) < keep
+    return x * mask / keep.clamp_min(1e-6)
+
+
+class BatchedLinear(nn.Module):
+    """K independent affine maps `y_k = x_k W_k + b_k`.
+
+    Args:
+        n_workers: K.
+        in_features, out_features: sizes of x and y.
+        bias: learn b_k when True.
+        weight_std: initial N(0, std^2) weights; default 1 / sqrt(in_features).
+
+    Shapes: x (K, ..., in_features) -> y (K, ..., out_features).
+    """
+
+    def __init__(
+        self,
+        n_workers: int,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        weight_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        std = weight_std if weight_std is not None else 1.0 / math.sqrt(max(in_features, 1))
+        self.weight = nn.Parameter(torch.randn(n_workers, in_features, out_features) * std)
+        self.bias = nn.Parameter(torch.zeros(n_workers, out_features)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, *middle, _ = x.shape
+        flat = x.reshape(k, -1, self.in_features)  # (K, M, in)
+        if self.bias is None:
+            out = torch.bmm(flat, self.weight)
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight)
+        return out.reshape(k, *middle, self.out_features)
+
+
+class ClippedGRUCell(nn.Module):
+    """The LFADS GRU cell, K workers at once, with its state clipped to [-clip, clip].
+
+    r = sigmoid(x W_xr + h W_hr + b_r)           (reset gate)
+    u = sigmoid(x W_xu + h W_hu + b_u)           (update gate, b_u starts at 1: remember by default)
+    c = tanh(x W_xc + (r * h) W_hc + b_c)        (candidate; reset applied before the recurrent product)
+    h' = clip(u * h + (1 - u) * c)
+
+    The input projection is split from the step so that a whole input sequence can be projected in one
+    matmul (`project_input`) before the time loop (`step`).
+
+    Args:
+        n_workers: K.  input_size: width of x (may be 0).  hidden_size: H.  clip: state bound.
+    """
+
+    def __init__(
+        self, n_workers: int, input_size: int, hidden_size: int, clip: float = 5.0
+    ) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.clip = input_size, hidden_size, float(clip)
+        h = hidden_size
+        self.input_weight = nn.Parameter(
+            torch.randn(n_workers, input_size, 3 * h) / math.sqrt(max(input_size, 1))
+        )
+        bias = torch.zeros(n_workers, 3 * h)
+        bias[:, h : 2 * h] = 1.0  # update-gate bias
+        self.bias = nn.Parameter(bias)
+        self.gate_weight = nn.Parameter(torch.randn(n_workers, h, 2 * h) / math.sqrt(h))  # r, u
+        self.candidate_weight = nn.Parameter(torch.randn(n_workers, h, h) / math.sqrt(h))
+
+    def recurrent_weights(self) -> list[Tensor]:
+        """The hidden-to-hidden weights (the ones L2 penalties act on)."""
+        return [self.gate_weight, self.candidate_weight]
+
+    def project_input(self, x: Tensor | None, batch_shape: tuple[int, ...]) -> Tensor:
+        """x W_x + b for every step at once.
+
+        Args:
+            x: (K, B, ..., input_size), or None when input_size is 0.
+            batch_shape: (B, ...) used when x is None.
+        Returns:
+            (K, B, ..., 3H)
+        """
+        if x is None or self.input_size == 0:
+            k = self.bias.shape[0]
+            view = self.bias.view(k, *([1] * len(batch_shape)), -1)
+            return view.expand(k, *batch_shape, 3 * self.hidden_size)
+        k = x.shape[0]
+        flat = x.reshape(k, -1, self.input_size)
+        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.input_weight)
+        return out.reshape(*x.shape[:-1], 3 * self.hidden_size)
+
+    def step(self, projected_input: Tensor, h: Tensor) -> Tensor:
+        """One time step.
+
+        Args:
+            projected_input: (K, B, 3H) from `project_input`.
+            h: (K, B, H) previous state.
+        Returns:
+            (K, B, H) next state.
+        """
+        n = self.hidden_size
+        x_r, x_u, x_c = projected_input.split(n, dim=-1)
+        h_r, h_u = torch.bmm(h, self.gate_weight).split(n, dim=-1)
+        r = torch.sigmoid(x_r + h_r)
+        u = torch.sigmoid(x_u + h_u)
+        c = torch.tanh(x_c + torch.bmm(r * h, self.candidate_weight))
+        h_new = c + u * (h - c)  # = u h + (1 - u) c
+        return h_new.clamp(-self.clip, self.clip)
+
+
+class BidirectionalGRU(nn.Module):
+    """A forward and a backward `ClippedGRUCell` over a sequence, run as one batch of 2K cells.
+
+    The two directions of worker k are stored as rows 2k and 2k + 1 of one cell, so a plain index copy
+    along the worker axis still moves whole workers.
+
+    Args:
+        n_workers: K.  input_size: width of x.  hidden_size: H per direction.  clip: state bound.
+
+    Shapes: x (K, B, T, input_size) -> forward states (K, B, T, H), backward states (K, B, T, H)
+    (backward states in time order: element t has seen x[t:]).
+    """
+
+    def __init__(
+        self, n_workers: int, input_size: int, hidden_size: int, clip: float = 5.0
+    ) -> None:
+        super().__init__()
+        self.n_workers, self.hidden_size = n_workers, hidden_size
+        self.cell = ClippedGRUCell(2 * n_workers, input_size, hidden_size, clip)
+        self.h0 = nn.Parameter(torch.zeros(2 * n_workers, hidden_size))
+
+    def recurrent_weights(self) -> list[Tensor]:
+        """The hidden-to-hidden weights of both directions."""
+        return self.cell.recurrent_weights()
+
+    def forward(self, x: Tensor, keep_states: bool = True) -> tuple[Tensor, Tensor]:
+        """Run both directions.
+
+        Args:
+            x: (K, B, T, input_size).
+            keep_states: return every step's states; otherwise only the final ones.
+        Returns:
+            (fwd, bwd): (K, B, T, H) each, or (K, B, H) each (final states: fwd after x[T-1],
+            bwd after x[0]) when keep_states is False.
+        """
+        k, b, t, _ = x.shape
+        both = torch.stack([x, x.flip(2)], dim=1).reshape(2 * k, b, t, -1)  # (2K, B, T, in)
+        projected = self.cell.project_input(both, (b, t))
+        h = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
+        states = []
+        for x_t in projected.unbind(2):
+            h = self.cell.step(x_t, h)
+            if keep_states:
+                states.append(h)
+        if not keep_states:
+            fin = h.reshape(k, 2, b, self.hidden_size)
+            return fin[:, 0], fin[:, 1]
+        seq = torch.stack(states, dim=2).reshape(k, 2, b, t, self.hidden_size)
+        return seq[:, 0], seq[:, 1].flip(2)

@@ -1,0 +1,247 @@
+"""The LFADS model (Sussillo et al. 2016; Pandarinath et al. 2018), K workers batched.
+
+Generative model, per trial:
+    g_0 = W_g0 z,  z ~ N(mu_ic, var_ic)                 initial condition (IC)
+    u_t ~ q(u_t | data)  with AR(1) prior p(u)            inferred inputs (controller output, U = co_dim)
+    g_t = GRU_gen(g_{t-1}, [u_t, e_t])                    generator (e_t external inputs)
+    f_t = W_fac g_t                                       factors, unit-norm rows of W_fac
+    y_t ~ P(theta_t),  theta_t = W_out^s f_t + b^s        observation model, per-session read-out s
+
+Inference: a bidirectional GRU over the read-in data gives the IC posterior; another gives, per step and
+lagged by `ci_lag`, the controller's input; the controller GRU also sees the previous factors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from autolfads.model.batched import BatchedLinear, BidirectionalGRU, ClippedGRUCell, worker_dropout
+from autolfads.model.observations import ObservationModel, build_observation_model
+from autolfads.model.priors import AR1Prior, GaussianICPrior
+from autolfads.model.structure import LFADSStructure
+
+__all__ = ["LFADSOutput", "LFADSNetwork", "FactorReadout"]
+
+
+@dataclass
+class LFADSOutput:
+    """Everything one forward pass infers, for K workers and B trials (T = recon_seq_len)."""
+
+    params: Tensor  # (K, B, T, N, P) raw observation-model parameters
+    factors: Tensor  # (K, B, T, F)
+    ic_mean: Tensor  # (K, B, ic_dim)
+    ic_var: Tensor  # (K, B, ic_dim)
+    gen_init: Tensor  # (K, B, G)
+    gen_states: Tensor  # (K, B, T, G)
+    gen_inputs: Tensor  # (K, B, T, U + E)
+    con_states: Tensor  # (K, B, T, C) (C = 0 without controller)
+    co_mean: Tensor  # (K, B, T, U)
+    co_var: Tensor  # (K, B, T, U)
+    co_sample: Tensor  # (K, B, T, U)
+
+    def as_dict(self) -> dict[str, Tensor]:
+        """The fields by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class FactorReadout(nn.Module):
+    """Factors f = g W with each factor's weight vector (a column of W) of unit norm.
+
+    Shapes: g (K, ..., G) -> f (K, ..., F).
+    """
+
+    def __init__(self, n_workers: int, gen_dim: int, fac_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_workers, gen_dim, fac_dim))
+
+    def normalized_weight(self) -> Tensor:
+        """(K, G, F) weight whose columns have unit L2 norm."""
+        return self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    def forward(self, g: Tensor) -> Tensor:
+        k, *mid, gdim = g.shape
+        out = torch.bmm(g.reshape(k, -1, gdim), self.normalized_weight())
+        return out.reshape(k, *mid, -1)
+
+
+def _gaussian_params(raw: Tensor, var_min: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Split (..., 2D) into mean (..., D) and variance exp(logvar) + var_min."""
+    mean, logvar = raw.chunk(2, dim=-1)
+    return mean, torch.exp(logvar.clamp(-20.0, 20.0)) + var_min
+
+
+def _lagged(fwd: Tensor, bwd: Tensor, lag: int, total_steps: int) -> Tensor:
+    """Controller input per step: forward state from t - lag, backward state from t + lag.
+
+    Args:
+        fwd, bwd: (K, B, T_enc, H) encoder states in time order.
+        lag: steps of lag (0 = none).
+        total_steps: T_rec >= T_enc; steps past the encoder's end get zeros (forward prediction).
+    Returns:
+        (K, B, total_steps, 2H)
+    """
+    k, b, t, h = fwd.shape
+    out = fwd.new_zeros(k, b, total_steps, 2 * h)
+    out[:, :, lag:t, :h] = fwd[:, :, : t - lag]
+    out[:, :, : t - lag, h:] = bwd[:, :, lag:]
+    return out
+
+
+class LFADSNetwork(nn.Module):
+    """The LFADS network for K workers: encoders, controller, generator, factors, read-in/out.
+
+    Args:
+        structure: dimensions and fixed settings.
+        n_workers: K, the number of models batched together.
+    """
+
+    def __init__(self, structure: LFADSStructure, n_workers: int = 1) -> None:
+        super().__init__()
+        s, k = structure, n_workers
+        self.structure, self.n_workers = s, k
+        enc_in = s.encoder_input_dim
+        if s.readin_dim is not None:
+            self.readin = nn.ModuleList(BatchedLinear(k, n, enc_in) for n in s.encod_data_dims)
+        else:
+            self.readin = None
+        self.ic_encoder = BidirectionalGRU(k, enc_in, s.ic_enc_dim, s.cell_clip)
+        self.ic_posterior = BatchedLinear(k, 2 * s.ic_enc_dim, 2 * s.ic_dim)
+        self.ic_prior = GaussianICPrior(k, s.ic_dim, s.ic_prior_var)
+        self.ic_to_gen = BatchedLinear(k, s.ic_dim, s.gen_dim)
+        if s.use_controller:
+            self.ci_encoder = BidirectionalGRU(k, enc_in, s.ci_enc_dim, s.cell_clip)
+            self.controller = ClippedGRUCell(k, 2 * s.ci_enc_dim, s.con_dim, s.cell_clip)
+            self.factors_to_con = BatchedLinear(k, s.fac_dim, 3 * s.con_dim, bias=False)
+            self.con_h0 = nn.Parameter(torch.zeros(k, s.con_dim))
+            self.co_posterior = BatchedLinear(k, s.con_dim, 2 * s.co_dim)
+            self.co_prior = AR1Prior(k, s.co_dim, s.co_prior_tau, s.co_prior_nvar)
+            self.co_to_gen = BatchedLinear(k, s.co_dim, 3 * s.gen_dim, bias=False)
+        self.generator = ClippedGRUCell(k, s.ext_input_dim, s.gen_dim, s.cell_clip)
+        self.factor_readout = FactorReadout(k, s.gen_dim, s.fac_dim)
+        self.observation: nn.ModuleList = nn.ModuleList(
+            build_observation_model(
+                s.reconstruction, k, n, s_min=s.s_min, gamma_prior=s.gamma_prior
+            )
+            for n in s.recon_data_dims
+        )
+        self.readout = nn.ModuleList(
+            BatchedLinear(k, s.fac_dim, n * obs.n_params)
+            for n, obs in zip(s.recon_data_dims, self.observation, strict=True)
+        )
+
+    def l2_groups(self) -> dict[str, list[Tensor]]:
+        """Recurrent weights penalised by each L2 scale (`l2_<group>_scale`)."""
+        groups = {
+            "gen": self.generator.recurrent_weights(),
+            "ic_enc": self.ic_encoder.recurrent_weights(),
+        }
+        if self.structure.use_controller:
+            groups["con"] = self.controller.recurrent_weights()
+            groups["ci_enc"] = self.ci_encoder.recurrent_weights()
+        return groups
+
+    def observation_model(self, session: int) -> ObservationModel:
+        """The observation model of one session."""
+        return self.observation[session]  # type: ignore[return-value]
+
+    def init_readout_bias(self, session: int, mean_data: Tensor) -> None:
+        """Start the read-out of `session` at each channel's mean (mean_data (N,))."""
+        obs = self.observation_model(session)
+        bias = obs.init_bias(mean_data).reshape(-1)  # (N * P,)
+        with torch.no_grad():
+            self.readout[session].bias.copy_(bias.expand_as(self.readout[session].bias))
+
+    def forward(
+        self,
+        encod: Tensor,
+        session: int = 0,
+        ext_input: Tensor | None = None,
+        dropout_rate: Tensor | None = None,
+        sample: bool = True,
+    ) -> LFADSOutput:
+        """Infer and reconstruct a batch of trials.
+
+        Args:
+            encod: (K, B, T_enc, N_enc) encoder input, already augmented (CD, SBTT zeros).
+            session: which read-in/read-out to use.
+            ext_input: (B, T_rec, E) external inputs, or None.
+            dropout_rate: (K,) dropout probability per worker (used in training mode).
+            sample: draw IC and inferred inputs from the posterior (True) or use the means.
+        Returns:
+            LFADSOutput with the reconstruction's raw parameters and all latent variables.
+        """
+        s = self.structure
+        k, b, t_enc, _ = encod.shape
+        t_rec = s.recon_seq_len
+        rate = dropout_rate if dropout_rate is not None else encod.new_zeros(k)
+        drop = self.training
+
+        x = encod
+        if s.log_input:
+            x = torch.log1p(x.clamp_min(0.0))
+        if self.readin is not None:
+            x = self.readin[session](x)  # (K, B, T_enc, enc_in)
+        x = worker_dropout(x, rate, drop)
+
+        # Initial condition.
+        ic_fwd, ic_bwd = self.ic_encoder(x, keep_states=False)  # (K, B, H) each
+        ic_h = worker_dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop)
+        ic_mean, ic_var = _gaussian_params(self.ic_posterior(ic_h), s.ic_post_var_min)
+        ic = ic_mean + torch.randn_like(ic_mean) * ic_var.sqrt() if sample else ic_mean
+        gen_init = self.ic_to_gen(ic)  # (K, B, G)
+
+        # Inputs to the loop, projected for all steps at once.
+        ext = None
+        if ext_input is not None and s.ext_input_dim > 0:
+            ext = ext_input.unsqueeze(0).expand(k, *ext_input.shape)  # (K, B, T_rec, E)
+        gen_x = self.generator.project_input(ext, (b, t_rec)).unbind(2)  # T_rec x (K, B, 3G)
+        if s.use_controller:
+            ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each
+            ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop)
+            con_x = self.controller.project_input(ci, (b, t_rec)).unbind(2)
+            con_h = self.con_h0.unsqueeze(1).expand(k, b, s.con_dim)
+            co_noise = torch.randn(k, b, t_rec, s.co_dim, device=x.device, dtype=x.dtype)
+            co_noise = co_noise.unbind(2) if sample else None
+
+        gen_h = gen_init
+        factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop))
+        gen_states, factors, con_states, co_means, co_vars, co_samples = [], [], [], [], [], []
+        for step in range(t_rec):
+            gen_in = gen_x[step]
+            if s.use_controller:
+                con_in = con_x[step] + self.factors_to_con(factors_t)
+                con_h = self.controller.step(con_in, con_h)
+                co_mean, co_var = _gaussian_params(self.co_posterior(con_h))
+                u = co_mean + co_noise[step] * co_var.sqrt() if sample else co_mean
+                gen_in = gen_in + self.co_to_gen(u)
+                con_states.append(con_h)
+                co_means.append(co_mean)
+                co_vars.append(co_var)
+                co_samples.append(u)
+            gen_h = self.generator.step(gen_in, gen_h)
+            factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop))
+            gen_states.append(gen_h)
+            factors.append(factors_t)
+
+        factors_seq = torch.stack(factors, dim=2)  # (K, B, T, F)
+        n_rec = s.recon_data_dims[session]
+        params = self.readout[session](factors_seq).reshape(k, b, t_rec, n_rec, -1)
+        empty = factors_seq.new_zeros(k, b, t_rec, 0)
+        co_sample = torch.stack(co_samples, 2) if co_samples else empty
+        gen_inputs = co_sample if ext is None else torch.cat([co_sample, ext], dim=-1)
+        return LFADSOutput(
+            params=params,
+            factors=factors_seq,
+            ic_mean=ic_mean,
+            ic_var=ic_var,
+            gen_init=gen_init,
+            gen_states=torch.stack(gen_states, dim=2),
+            gen_inputs=gen_inputs,
+            con_states=torch.stack(con_states, 2) if con_states else empty,
+            co_mean=torch.stack(co_means, 2) if co_means else empty,
+            co_var=torch.stack(co_vars, 2) if co_vars else empty,
+            co_sample=co_sample,
+        )

@@ -1,0 +1,122 @@
+"""The structure of an LFADS model: dimensions and fixed settings, saved in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autolfads.errors import ConfigError
+
+__all__ = ["LFADSStructure"]
+
+
+@dataclass(frozen=True)
+class LFADSStructure:
+    """What an LFADS model is made of (not its searchable hyperparameters, not its weights).
+
+    Per-session tuples have one entry per session (multi-session stitching).
+    """
+
+    encod_data_dims: tuple[int, ...]
+    recon_data_dims: tuple[int, ...]
+    encod_seq_len: int
+    recon_seq_len: int
+    ext_input_dim: int = 0
+    readin_dim: int | None = None
+    ic_enc_dim: int = 64
+    ci_enc_dim: int = 32
+    con_dim: int = 32
+    co_dim: int = 2
+    ic_dim: int = 64
+    gen_dim: int = 100
+    fac_dim: int = 20
+    cell_clip: float = 5.0
+    ci_lag: int = 1
+    co_prior_tau: float = 10.0
+    co_prior_nvar: float = 0.1
+    ic_prior_var: float = 0.1
+    ic_post_var_min: float = 1e-4
+    reconstruction: str = "poisson"
+    s_min: float = 0.1
+    gamma_prior: float = 1.0
+    log_input: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.encod_data_dims) != len(self.recon_data_dims) or not self.encod_data_dims:
+            raise ConfigError(
+                "LFADS structure: one encod and one recon dimension per session needed"
+            )
+        positive = ("ic_enc_dim", "ic_dim", "gen_dim", "fac_dim", "encod_seq_len", "recon_seq_len")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("co_dim", "ext_input_dim", "ci_lag"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if self.co_dim > 0 and (self.ci_enc_dim < 1 or self.con_dim < 1):
+            raise ConfigError(
+                "model.ci_enc_dim and model.con_dim must be >= 1 when model.co_dim > 0"
+            )
+        if self.recon_seq_len < self.encod_seq_len:
+            raise ConfigError(
+                f"recon_seq_len ({self.recon_seq_len}) must be >= encod_seq_len ({self.encod_seq_len})"
+            )
+        if len(self.encod_data_dims) > 1 and self.readin_dim is None:
+            object.__setattr__(self, "readin_dim", int(self.encod_data_dims[0]))
+
+    @property
+    def n_sessions(self) -> int:
+        """Number of sessions (read-in/read-out pairs)."""
+        return len(self.encod_data_dims)
+
+    @property
+    def encoder_input_dim(self) -> int:
+        """Width of the encoders' input: the read-in width, or the channel count without read-in."""
+        return int(self.readin_dim) if self.readin_dim is not None else int(self.encod_data_dims[0])
+
+    @property
+    def use_controller(self) -> bool:
+        """True when the model infers inputs (co_dim > 0)."""
+        return self.co_dim > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form, for checkpoints and YAML."""
+        out = dataclasses.asdict(self)
+        out["encod_data_dims"] = list(self.encod_data_dims)
+        out["recon_data_dims"] = list(self.recon_data_dims)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LFADSStructure:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        d["encod_data_dims"] = tuple(int(x) for x in d["encod_data_dims"])
+        d["recon_data_dims"] = tuple(int(x) for x in d["recon_data_dims"])
+        return cls(**d)
+
+    @classmethod
+    def from_config(
+        cls, model_cfg: Mapping[str, Any], session_dims: Sequence[Mapping[str, int]]
+    ) -> LFADSStructure:
+        """Structure from the `model` config group and each session's data dimensions."""
+        first = session_dims[0]
+        for i, dims in enumerate(session_dims[1:], start=1):
+            for key in ("encod_seq_len", "recon_seq_len", "ext_input_dim"):
+                if dims[key] != first[key]:
+                    raise ConfigError(
+                        f"session {i} has {key}={dims[key]} but session 0 has {first[key]}; "
+                        "sessions must share time steps and external inputs"
+                    )
+        names = {f.name for f in dataclasses.fields(cls)}
+        skip = {"encod_data_dims", "recon_data_dims", "encod_seq_len", "recon_seq_len"}
+        kwargs = {k: model_cfg[k] for k in names - skip if model_cfg.get(k) is not None}
+        kwargs["ext_input_dim"] = int(first["ext_input_dim"])
+        return cls(
+            encod_data_dims=tuple(int(d["encod_data_dim"]) for d in session_dims),
+            recon_data_dims=tuple(int(d["recon_data_dim"]) for d in session_dims),
+            encod_seq_len=int(first["encod_seq_len"]),
+            recon_seq_len=int(first["recon_seq_len"]),
+            **kwargs,
+        )

@@ -1,0 +1,87 @@
+"""Training-time treatment of a batch: unobserved entries (SBTT), coordinated dropout, sample validation.
+
+Masks, all broadcastable to (K, B, T_rec, N_rec):
+- `loss_mask`: entries that count in the reconstruction loss (observed and not held out for validation).
+- `grad_mask`: entries whose loss may send gradient (coordinated dropout: only the entries that were
+  dropped from the input; entries the encoders never see, such as held-out neurons or forward-prediction
+  steps, always do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from autolfads.model.batched import per_worker
+
+__all__ = ["PreparedBatch", "prepare_batch"]
+
+
+@dataclass
+class PreparedBatch:
+    """A batch ready for the network and the loss."""
+
+    encod_input: Tensor  # (K, B, T_enc, N_enc) encoder input
+    target: Tensor  # (B, T_rec, N_rec) reconstruction target, unobserved entries filled
+    loss_mask: Tensor  # (K|1, B, T_rec, N_rec) float, 1 where the entry counts in the loss
+    grad_mask: Tensor | None  # (K, B, T_rec, N_rec) bool, None = gradient everywhere
+    sv_mask: Tensor | None  # (B, T_rec, N_rec) float, 1 on sample-validation entries
+
+
+def _pad_to(mask: Tensor, shape: torch.Size, fill: bool) -> Tensor:
+    """Pad a (..., T_enc, N_enc) mask to (..., T_rec, N_rec) with `fill`."""
+    t, n = shape[-2], shape[-1]
+    out = torch.full((*mask.shape[:-2], t, n), fill, dtype=torch.bool, device=mask.device)
+    out[..., : mask.shape[-2], : mask.shape[-1]] = mask
+    return out
+
+
+def prepare_batch(
+    encod: Tensor,
+    recon: Tensor,
+    n_workers: int,
+    *,
+    cd_rate: Tensor | None = None,
+    sv_mask: Tensor | None = None,
+    placeholder: float = 0.0,
+    training: bool = True,
+) -> PreparedBatch:
+    """Build the encoder input, the target and the masks of one batch.
+
+    Args:
+        encod: (B, T_enc, N_enc) data, NaN where unobserved.
+        recon: (B, T_rec, N_rec) target, NaN where unobserved; its first T_enc steps and N_enc channels
+            are the same entries as `encod`.
+        n_workers: K.
+        cd_rate: (K,) coordinated-dropout rate per worker; None or training=False disables it.
+        sv_mask: (B, T_enc, N_enc) bool, entries held out for sample validation (zeroed at the input,
+            left out of the loss, scored separately).
+        placeholder: valid data value written into unobserved target entries.
+        training: apply coordinated dropout.
+    """
+    observed_in = ~torch.isnan(encod)
+    if sv_mask is not None:
+        observed_in = observed_in & ~sv_mask
+    x = torch.where(observed_in, encod, torch.zeros_like(encod))
+    x = x.unsqueeze(0).expand(n_workers, *x.shape)  # (K, B, T_enc, N_enc)
+
+    observed_out = ~torch.isnan(recon)
+    target = torch.where(observed_out, recon, torch.full_like(recon, placeholder))
+    loss_mask = observed_out
+    sv_full = None
+    if sv_mask is not None:
+        sv_full = _pad_to(sv_mask, recon.shape, False)
+        loss_mask = loss_mask & ~sv_full
+        sv_full = (sv_full & observed_out).to(recon.dtype)
+    loss_mask = loss_mask.unsqueeze(0).to(recon.dtype)
+
+    grad_mask = None
+    if training and cd_rate is not None and bool((cd_rate > 0).any()):
+        rate = per_worker(cd_rate.to(x.dtype), x)
+        keep = torch.rand_like(x) >= rate  # (K, B, T_enc, N_enc)
+        x = x * keep / (1.0 - rate).clamp_min(1e-6)
+        dropped = ~keep | per_worker(cd_rate <= 0, x)  # no CD for a worker with rate 0
+        grad_mask = _pad_to(dropped, recon.shape, True)
+    return PreparedBatch(x, target, loss_mask, grad_mask, sv_full)

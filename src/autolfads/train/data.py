@@ -1,0 +1,77 @@
+"""Session data as device tensors, and the order of training batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from autolfads.data import SessionData
+
+__all__ = ["SessionTensors", "to_tensors", "epoch_batches", "split_batches"]
+
+
+@dataclass
+class SessionTensors:
+    """One session's arrays on the training device (NaN = unobserved)."""
+
+    encod: dict[str, Tensor]  # split -> (B, T_enc, N_enc)
+    recon: dict[str, Tensor]  # split -> (B, T_rec, N_rec)
+    ext_input: dict[str, Tensor] = field(default_factory=dict)  # split -> (B, T_rec, E)
+    sv_mask: Tensor | None = None  # (B_train, T_enc, N_enc) bool, sample-validation entries
+
+    def n_trials(self, split: str) -> int:
+        """Trials in a split."""
+        return int(self.encod[split].shape[0])
+
+    def batch(self, split: str, idx: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(encod, recon or None, ext_input or None) for the trials `idx` of `split`."""
+        recon = self.recon[split][idx] if split in self.recon else None
+        ext = self.ext_input[split][idx] if split in self.ext_input else None
+        return self.encod[split][idx], recon, ext
+
+
+def to_tensors(
+    sessions: Sequence[SessionData], device: torch.device | str, sv_rate: float = 0.0, seed: int = 0
+) -> list[SessionTensors]:
+    """Move every session's arrays to `device` once; draw the fixed sample-validation mask."""
+    out = []
+    rng = np.random.default_rng(seed)
+    for s in sessions:
+
+        def put(d: dict[str, np.ndarray]) -> dict[str, Tensor]:
+            return {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in d.items()}
+
+        sv = None
+        if sv_rate > 0:
+            shape = s.encod["train"].shape
+            sv = torch.as_tensor(rng.random(shape) < sv_rate, device=device)
+        out.append(SessionTensors(put(s.encod), put(s.recon), put(s.ext_input), sv))
+    return out
+
+
+def split_batches(n: int, batch_size: int, device: torch.device | str) -> list[Tensor]:
+    """Consecutive index batches covering range(n) (evaluation order)."""
+    idx = torch.arange(n, device=device)
+    return list(idx.split(batch_size))
+
+
+def epoch_batches(
+    data: Sequence[SessionTensors], batch_size: int, generator: torch.Generator
+) -> list[tuple[int, Tensor]]:
+    """One epoch of training batches: (session, trial indices), shuffled, sessions interleaved.
+
+    A trailing partial batch is kept only if it holds at least half a batch.
+    """
+    batches: list[tuple[int, Tensor]] = []
+    for s, d in enumerate(data):
+        n = d.n_trials("train")
+        perm = torch.randperm(n, generator=generator)
+        for chunk in perm.split(batch_size):
+            if len(chunk) == batch_size or len(chunk) * 2 >= batch_size or n < batch_size:
+                batches.append((s, chunk.to(d.encod["train"].device)))
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]

@@ -1,0 +1,266 @@
+"""A shard: K LFADS workers with their own weights, optimiser state and hyperparameters, trained in
+one batched loop in one process. One model is a shard with K = 1; a PBT population is several shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from autolfads.model.lfads import LFADSNetwork
+from autolfads.model.structure import LFADSStructure
+from autolfads.train.augment import prepare_batch
+from autolfads.train.data import SessionTensors, epoch_batches, split_batches
+from autolfads.train.objective import lfads_loss, ramp_factor
+from autolfads.train.optim import PopulationAdam
+
+__all__ = ["TrainSettings", "Shard", "HP_NAMES"]
+
+# Per-worker hyperparameters: these live as (K,) tensors and PBT may change them between epochs.
+HP_NAMES = (
+    "lr_init",
+    "dropout_rate",
+    "cd_rate",
+    "l2_gen_scale",
+    "l2_con_scale",
+    "l2_ic_enc_scale",
+    "l2_ci_enc_scale",
+    "kl_ic_scale",
+    "kl_co_scale",
+    "l2_gamma_scale",
+    "gamma_prior",
+)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Fixed training settings shared by every worker of a shard."""
+
+    batch_size: int = 100
+    ramp_epochs: int = 50
+    ramp_start: int = 0
+    loss_scale: float = 1e4
+    max_grad_norm: float = 200.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> TrainSettings:
+        """From the resolved config tree."""
+        return cls(
+            batch_size=int(cfg["datamodule"]["batch_size"]),
+            ramp_epochs=int(cfg["trainer"]["ramp_epochs"]),
+            ramp_start=int(cfg["trainer"]["ramp_start"]),
+            loss_scale=float(cfg["model"]["loss_scale"]),
+            max_grad_norm=float(cfg["model"]["max_grad_norm"]),
+        )
+
+
+def _metrics_mean(acc: dict[str, Tensor], weight: float, parts: dict[str, Tensor]) -> None:
+    for name, value in parts.items():
+        acc[name] = acc.get(name, 0.0) + value * weight
+
+
+class Shard:
+    """K workers trained together.
+
+    Args:
+        structure: the model structure shared by the workers.
+        settings: batch size, warm-up and loss constants.
+        hps: name -> (K,) values of the per-worker hyperparameters (`HP_NAMES`).
+        device: where weights and data live.
+        seed: seeds weight initialisation and all training randomness of this shard.
+    """
+
+    def __init__(
+        self,
+        structure: LFADSStructure,
+        settings: TrainSettings,
+        hps: Mapping[str, Sequence[float] | np.ndarray | Tensor],
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.structure, self.settings = structure, settings
+        missing = [n for n in HP_NAMES if n not in hps]
+        if missing:
+            raise ValueError(f"hyperparameters missing: {missing}")
+        self.n_workers = len(np.asarray(hps["lr_init"]))
+        torch.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.net = LFADSNetwork(structure, self.n_workers).to(self.device)
+        self.hps = {
+            n: torch.as_tensor(np.asarray(hps[n], dtype=np.float64), dtype=torch.float32).to(
+                self.device
+            )
+            for n in HP_NAMES
+        }
+        self._apply_hps_to_net()
+        self.optimizer = PopulationAdam(
+            list(self.net.parameters()), self.hps["lr_init"], settings.max_grad_norm
+        )
+
+    # ----------------------------------------------------------------- hyperparameters
+    def set_hps(self, table: Mapping[str, Sequence[float] | np.ndarray]) -> None:
+        """Overwrite some per-worker hyperparameters in place (tensors keep their identity)."""
+        for name, values in table.items():
+            if name not in self.hps:
+                raise KeyError(f"unknown hyperparameter {name!r}")
+            new = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32)
+            self.hps[name].copy_(new.to(self.device))
+        self._apply_hps_to_net()
+
+    def hp_table(self) -> dict[str, np.ndarray]:
+        """name -> (K,) current values."""
+        return {n: t.detach().cpu().double().numpy().copy() for n, t in self.hps.items()}
+
+    def _apply_hps_to_net(self) -> None:
+        for obs in self.net.observation:
+            if hasattr(obs, "gamma_prior"):
+                obs.gamma_prior.copy_(self.hps["gamma_prior"])
+
+    # ----------------------------------------------------------------- training
+    def init_readout_biases(self, data: Sequence[SessionTensors]) -> None:
+        """Start each session's read-out at the channel means of its training targets."""
+        for s, d in enumerate(data):
+            mean = torch.nanmean(d.recon["train"].flatten(0, 1), dim=0)
+            self.net.init_readout_bias(s, torch.nan_to_num(mean, nan=0.0))
+
+    def train_epoch(self, data: Sequence[SessionTensors], epoch: int) -> dict[str, np.ndarray]:
+        """One pass over the training trials of every session. Returns 'train/<part>' -> (K,)."""
+        self.net.train()
+        ramp = ramp_factor(epoch, self.settings.ramp_epochs, self.settings.ramp_start)
+        acc: dict[str, Tensor] = {}
+        total = 0
+        for session, idx in epoch_batches(data, self.settings.batch_size, self.generator):
+            d = data[session]
+            encod, recon, ext = d.batch("train", idx)
+            sv = d.sv_mask[idx] if d.sv_mask is not None else None
+            obs = self.net.observation_model(session)
+            batch = prepare_batch(
+                encod,
+                recon,
+                self.n_workers,
+                cd_rate=self.hps["cd_rate"],
+                sv_mask=sv,
+                placeholder=obs.placeholder,
+                training=True,
+            )
+            out = self.net(batch.encod_input, session, ext, self.hps["dropout_rate"], sample=True)
+            loss, parts = lfads_loss(
+                self.net, out, batch, session, self.hps, ramp, self.settings.loss_scale
+            )
+            self.optimizer.zero_grad()
+            loss.sum().backward()
+            self.optimizer.step()
+            _metrics_mean(acc, len(idx), parts)
+            total += len(idx)
+        return {f"train/{k}": (v / max(total, 1)).cpu().double().numpy() for k, v in acc.items()}
+
+    @torch.no_grad()
+    def evaluate(
+        self, data: Sequence[SessionTensors], epoch: int, split: str = "valid"
+    ) -> dict[str, np.ndarray]:
+        """Loss parts on a split, no dropout and no coordinated dropout. Returns '<split>/<part>' -> (K,)."""
+        self.net.eval()
+        ramp = ramp_factor(epoch, self.settings.ramp_epochs, self.settings.ramp_start)
+        acc: dict[str, Tensor] = {}
+        total = 0
+        for session, d in enumerate(data):
+            if split not in d.recon:
+                continue
+            obs = self.net.observation_model(session)
+            for idx in split_batches(d.n_trials(split), self.settings.batch_size, self.device):
+                encod, recon, ext = d.batch(split, idx)
+                batch = prepare_batch(
+                    encod, recon, self.n_workers, placeholder=obs.placeholder, training=False
+                )
+                out = self.net(batch.encod_input, session, ext, None, sample=True)
+                _, parts = lfads_loss(
+                    self.net, out, batch, session, self.hps, ramp, self.settings.loss_scale
+                )
+                _metrics_mean(acc, len(idx), parts)
+                total += len(idx)
+        return {f"{split}/{k}": (v / max(total, 1)).cpu().double().numpy() for k, v in acc.items()}
+
+    # ----------------------------------------------------------------- worker copies
+    def _worker_tensors(self) -> list[Tensor]:
+        tensors = list(self.net.parameters()) + list(self.net.buffers())
+        tensors += self.optimizer.exp_avg + self.optimizer.exp_avg_sq
+        return tensors
+
+    @torch.no_grad()
+    def copy_workers(self, src: Sequence[int], dst: Sequence[int]) -> None:
+        """Workers `dst` become exact copies of workers `src`: weights, optimiser state, HPs."""
+        if len(src) == 0:
+            return
+        s = torch.as_tensor(list(src), device=self.device)
+        t = torch.as_tensor(list(dst), device=self.device)
+        k = self.n_workers
+        for tensor in list(self.net.parameters()) + list(self.net.buffers()):
+            view = tensor.view(k, tensor.shape[0] // k, *tensor.shape[1:])
+            view[t] = view[s].clone()
+        self.optimizer.copy_worker(s, t)
+        for value in self.hps.values():
+            value[t] = value[s].clone()
+        self._apply_hps_to_net()
+
+    def worker_state(self, k: int) -> dict[str, object]:
+        """Everything of worker k (weights, optimiser moments and step, HPs), as CPU tensors."""
+        n = self.n_workers
+
+        def rows(t: Tensor) -> Tensor:
+            return t.detach().view(n, t.shape[0] // n, *t.shape[1:])[k].cpu().clone()
+
+        return {
+            "params": {name: rows(p) for name, p in self.net.named_parameters()},
+            "buffers": {name: rows(b) for name, b in self.net.named_buffers()},
+            "exp_avg": [rows(t) for t in self.optimizer.exp_avg],
+            "exp_avg_sq": [rows(t) for t in self.optimizer.exp_avg_sq],
+            "steps": self.optimizer.steps[k].cpu().clone(),
+            "hps": {name: float(v[k]) for name, v in self.hps.items()},
+        }
+
+    @torch.no_grad()
+    def load_worker_state(self, k: int, state: Mapping[str, object]) -> None:
+        """Make worker k a copy of a `worker_state` (possibly from another shard)."""
+        n = self.n_workers
+
+        def put(t: Tensor, value: Tensor) -> None:
+            t.view(n, t.shape[0] // n, *t.shape[1:])[k] = value.to(t.device, t.dtype)
+
+        params = dict(self.net.named_parameters())
+        buffers = dict(self.net.named_buffers())
+        for name, value in state["params"].items():  # type: ignore[union-attr]
+            put(params[name], value)
+        for name, value in state["buffers"].items():  # type: ignore[union-attr]
+            put(buffers[name], value)
+        for t, value in zip(self.optimizer.exp_avg, state["exp_avg"], strict=True):  # type: ignore[arg-type]
+            put(t, value)
+        for t, value in zip(self.optimizer.exp_avg_sq, state["exp_avg_sq"], strict=True):  # type: ignore[arg-type]
+            put(t, value)
+        self.optimizer.steps[k] = state["steps"]  # type: ignore[assignment]
+        for name, value in state["hps"].items():  # type: ignore[union-attr]
+            self.hps[name][k] = float(value)
+        self._apply_hps_to_net()
+
+    # ----------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, object]:
+        """Weights, optimiser state, HPs and RNG state (tensors only: weights_only-loadable)."""
+        return {
+            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "hps": {k: v.cpu().clone() for k, v in self.hps.items()},
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore a `state_dict`."""
+        self.net.load_state_dict(state["net"])  # type: ignore[arg-type]
+        for name, value in state["hps"].items():  # type: ignore[union-attr]
+            self.hps[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self.generator.set_state(state["generator"])  # type: ignore[arg-type]
+        self._apply_hps_to_net()
