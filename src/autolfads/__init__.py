@@ -8,3 +8,14 @@ Shape legend used throughout the package:
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["LFADS", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported lazily so that `autolfads --help` does not pay for importing torch.
+    if name == "LFADS":
+        from autolfads.outputs.checkpoint import LFADS
+
+        return LFADS
+    raise AttributeError(f"module 'autolfads' has no attribute {name!r}")

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from autolfads.model.batched import per_worker
 
-__all__ = ["PreparedBatch", "prepare_batch"]
+__all__ = ["PreparedBatch", "prepare_batch", "encoder_input"]
 
 
 @dataclass
@@ -28,6 +28,21 @@ class PreparedBatch:
     loss_mask: Tensor  # (K|1, B, T_rec, N_rec) float, 1 where the entry counts in the loss
     grad_mask: Tensor | None  # (K, B, T_rec, N_rec) bool, None = gradient everywhere
     sv_mask: Tensor | None  # (B, T_rec, N_rec) float, 1 on sample-validation entries
+
+
+def encoder_input(encod: Tensor, n_workers: int, hidden: Tensor | None = None) -> Tensor:
+    """Encoder input without augmentation: unobserved (NaN) and `hidden` entries set to zero.
+
+    Args:
+        encod: (B, T_enc, N_enc) data.  hidden: optional (B, T_enc, N_enc) bool of entries to hide.
+    Returns:
+        (K, B, T_enc, N_enc), a broadcast view over the worker axis.
+    """
+    observed = ~torch.isnan(encod)
+    if hidden is not None:
+        observed = observed & ~hidden
+    x = torch.where(observed, encod, torch.zeros_like(encod))
+    return x.unsqueeze(0).expand(n_workers, *x.shape)
 
 
 def _pad_to(mask: Tensor, shape: torch.Size, fill: bool) -> Tensor:
@@ -61,11 +76,7 @@ def prepare_batch(
         placeholder: valid data value written into unobserved target entries.
         training: apply coordinated dropout.
     """
-    observed_in = ~torch.isnan(encod)
-    if sv_mask is not None:
-        observed_in = observed_in & ~sv_mask
-    x = torch.where(observed_in, encod, torch.zeros_like(encod))
-    x = x.unsqueeze(0).expand(n_workers, *x.shape)  # (K, B, T_enc, N_enc)
+    x = encoder_input(encod, n_workers, sv_mask)  # (K, B, T_enc, N_enc)
 
     observed_out = ~torch.isnan(recon)
     target = torch.where(observed_out, recon, torch.full_like(recon, placeholder))

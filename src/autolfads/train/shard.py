@@ -161,17 +161,28 @@ class Shard:
 
     @torch.no_grad()
     def evaluate(
-        self, data: Sequence[SessionTensors], epoch: int, split: str = "valid"
-    ) -> dict[str, np.ndarray]:
-        """Loss parts on a split, no dropout and no coordinated dropout. Returns '<split>/<part>' -> (K,)."""
+        self,
+        data: Sequence[SessionTensors],
+        epoch: int,
+        split: str = "valid",
+        return_means: bool = False,
+    ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], list[np.ndarray | None]]:
+        """Loss parts on a split, no dropout and no coordinated dropout.
+
+        Returns '<split>/<part>' -> (K,); with `return_means`, also per session the observation
+        model's mean (K, B, T_rec, N_rec) (one posterior sample), or None for a session without `split`.
+        """
         self.net.eval()
+        means: list[np.ndarray | None] = []
         ramp = ramp_factor(epoch, self.settings.ramp_epochs, self.settings.ramp_start)
         acc: dict[str, Tensor] = {}
         total = 0
         for session, d in enumerate(data):
             if split not in d.recon:
+                means.append(None)
                 continue
             obs = self.net.observation_model(session)
+            pieces = []
             for idx in split_batches(d.n_trials(split), self.settings.batch_size, self.device):
                 encod, recon, ext = d.batch(split, idx)
                 batch = prepare_batch(
@@ -183,7 +194,13 @@ class Shard:
                 )
                 _metrics_mean(acc, len(idx), parts)
                 total += len(idx)
-        return {f"{split}/{k}": (v / max(total, 1)).cpu().double().numpy() for k, v in acc.items()}
+                if return_means:
+                    pieces.append(obs.mean(out.params).cpu())
+            means.append(torch.cat(pieces, dim=1).numpy() if return_means else None)
+        metrics = {
+            f"{split}/{k}": (v / max(total, 1)).cpu().double().numpy() for k, v in acc.items()
+        }
+        return (metrics, means) if return_means else metrics
 
     # ----------------------------------------------------------------- worker copies
     def _worker_tensors(self) -> list[Tensor]:

@@ -1,0 +1,111 @@
+"""Posterior sample-and-average: run the model on many posterior samples per trial and average.
+
+The samples are a batch axis: each trial is repeated S times inside one forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from autolfads.model.lfads import LFADSNetwork
+from autolfads.train.augment import encoder_input
+from autolfads.train.data import SessionTensors
+
+__all__ = ["OUTPUT_FIELDS", "posterior_average", "session_posterior"]
+
+# Output datasets per split (SPEC.md section 3), each n x ... per trial.
+OUTPUT_FIELDS = (
+    "output_params",
+    "factors",
+    "ic_mean",
+    "ic_std",
+    "co_means",
+    "co_stds",
+    "gen_states",
+    "gen_init",
+    "gen_inputs",
+    "con_states",
+)
+
+
+@torch.no_grad()
+def posterior_average(
+    net: LFADSNetwork,
+    encod: Tensor,
+    session: int,
+    ext_input: Tensor | None,
+    n_samples: int,
+    worker: int = 0,
+) -> dict[str, Tensor]:
+    """Posterior means of every output for a batch of trials, averaged over `n_samples` samples.
+
+    Args:
+        net: a network (eval mode is set here); outputs are taken from worker `worker`.
+        encod: (B, T_enc, N_enc) data, NaN where unobserved.
+        ext_input: (B, T_rec, E) or None.
+        n_samples: S posterior samples per trial (1 with sample=False is the posterior mean path).
+    Returns:
+        field -> (B, ...) tensors, fields as in `OUTPUT_FIELDS`.
+    """
+    net.eval()
+    b = encod.shape[0]
+    s = max(int(n_samples), 1)
+    rep = encod.repeat_interleave(s, dim=0)  # (B*S, T, N), samples of a trial adjacent
+    ext = ext_input.repeat_interleave(s, dim=0) if ext_input is not None else None
+    out = net(encoder_input(rep, net.n_workers), session, ext, None, sample=n_samples > 0)
+    obs = net.observation_model(session)
+    fields = {
+        "output_params": obs.mean(out.params),
+        "factors": out.factors,
+        "ic_mean": out.ic_mean,
+        "ic_std": out.ic_var.sqrt(),
+        "co_means": out.co_mean,
+        "co_stds": out.co_var.sqrt(),
+        "gen_states": out.gen_states,
+        "gen_init": out.gen_init,
+        "gen_inputs": out.gen_inputs,
+        "con_states": out.con_states,
+    }
+    averaged = {}
+    for name, value in fields.items():
+        v = value[worker]  # (B*S, ...)
+        averaged[name] = v.reshape(b, s, *v.shape[1:]).mean(1)
+    return averaged
+
+
+def session_posterior(
+    net: LFADSNetwork,
+    data: SessionTensors,
+    session: int,
+    n_samples: int = 50,
+    max_rows: int = 5000,
+    worker: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Posterior-averaged outputs for every split of one session: split -> field -> (n, ...) array.
+
+    Trials are processed in chunks of about `max_rows / n_samples` trials.
+    """
+    chunk = max(1, max_rows // max(n_samples, 1))
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for split in data.encod:
+        pieces: dict[str, list[np.ndarray]] = {f: [] for f in OUTPUT_FIELDS}
+        n = data.n_trials(split)
+        for start in range(0, n, chunk):
+            idx = torch.arange(start, min(start + chunk, n), device=data.encod[split].device)
+            encod, _, ext = data.batch(split, idx)
+            avg = posterior_average(net, encod, session, ext, n_samples, worker)
+            for name in OUTPUT_FIELDS:
+                pieces[name].append(avg[name].float().cpu().numpy())
+        result[split] = {name: np.concatenate(v, axis=0) for name, v in pieces.items()}
+    return result
+
+
+def all_sessions_posterior(
+    net: LFADSNetwork, data: Sequence[SessionTensors], n_samples: int = 50, worker: int = 0
+) -> list[dict[str, dict[str, np.ndarray]]]:
+    """`session_posterior` for every session."""
+    return [session_posterior(net, d, s, n_samples, worker=worker) for s, d in enumerate(data)]

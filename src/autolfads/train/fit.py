@@ -1,0 +1,152 @@
+"""Training one LFADS model (K = 1): warm-up, learning-rate decay on plateau, early stopping.
+
+The loop reads top to bottom: train an epoch, evaluate, log, keep the best weights, decide.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from autolfads.analysis.metrics import bits_per_spike, r2_score
+from autolfads.data import SessionData
+from autolfads.model.structure import LFADSStructure
+from autolfads.outputs.checkpoint import LFADS
+from autolfads.outputs.fitlog import FitLog
+from autolfads.pbt.policy import smooth_metric
+from autolfads.progress import ProgressLine
+from autolfads.train.data import SessionTensors, to_tensors
+from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
+
+__all__ = ["FitResult", "fit_single_model", "hps_from_config", "validation_extras"]
+
+
+@dataclass
+class FitResult:
+    """The best model found and how training went."""
+
+    model: LFADS
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    stop_reason: str
+
+
+def hps_from_config(cfg: DictConfig, n_workers: int) -> dict[str, np.ndarray]:
+    """Per-worker hyperparameters all set to the config's `model` values: name -> (K,)."""
+    return {n: np.full(n_workers, float(cfg.model[n])) for n in HP_NAMES}
+
+
+def validation_extras(
+    shard: Shard, sessions: Sequence[SessionData], means: Sequence[np.ndarray | None]
+) -> dict[str, np.ndarray]:
+    """'valid/r2' (truth present) and 'valid/bps' (Poisson) per worker, from valid-split means."""
+    k = shard.n_workers
+    extras: dict[str, np.ndarray] = {}
+    r2 = [[] for _ in range(k)]
+    bps = [[] for _ in range(k)]
+    poisson = shard.structure.reconstruction == "poisson"
+    for sess, mean in zip(sessions, means, strict=True):
+        if mean is None:
+            continue
+        for w in range(k):
+            if "valid" in sess.truth:
+                r2[w].append(r2_score(sess.truth["valid"], mean[w]))
+            if poisson:
+                bps[w].append(bits_per_spike(mean[w], sess.recon["valid"]))
+    if any(r2):
+        extras["valid/r2"] = np.array([np.mean(v) for v in r2])
+    if any(bps):
+        extras["valid/bps"] = np.array([np.mean(v) for v in bps])
+    return extras
+
+
+def fit_single_model(
+    cfg: DictConfig,
+    sessions: Sequence[SessionData],
+    out: Path,
+    quiet: bool = False,
+) -> FitResult:
+    """Train one model on `sessions` and return the best one (by valid/recon_smth).
+
+    Writes `out/fitlog.csv` after every epoch.
+    """
+    device = torch.device(str(cfg.device))
+    seed = int(cfg.seed)
+    structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
+    settings = TrainSettings.from_config(cfg)
+    shard = Shard(structure, settings, hps_from_config(cfg, 1), device=device, seed=seed)
+    data: list[SessionTensors] = to_tensors(sessions, device, float(cfg.model.sv_rate), seed)
+    shard.init_readout_biases(data)
+    fitlog = FitLog(out / "fitlog.csv")
+
+    max_epochs = int(cfg.trainer.max_epochs)
+    warmup_end = settings.ramp_start + settings.ramp_epochs
+    lr_patience, lr_decay = int(cfg.model.lr_patience), float(cfg.model.lr_decay)
+    lr_stop, stop_patience = float(cfg.model.lr_stop), int(cfg.trainer.early_stopping_patience)
+
+    smoothed: float | None = None
+    best_score, best_epoch, best_state = np.inf, -1, None
+    plateau_best, since_plateau_best = np.inf, 0
+    stop_reason = f"reached trainer.max_epochs={max_epochs}"
+    epoch = 0
+    with ProgressLine(max_epochs, quiet) as progress:
+        for epoch in range(max_epochs):
+            train_metrics = shard.train_epoch(data, epoch)
+            valid_metrics, means = shard.evaluate(data, epoch, return_means=True)
+            smoothed = smooth_metric(float(valid_metrics["valid/recon"][0]), smoothed)
+            valid_metrics["valid/recon_smth"] = np.array([smoothed])
+            extras = validation_extras(shard, sessions, means)
+            fitlog.add_epoch(
+                epoch, 0, {**train_metrics, **valid_metrics, **extras}, shard.hp_table(), [0]
+            )
+            fitlog.flush()
+
+            if np.isfinite(smoothed) and smoothed < best_score:
+                best_score, best_epoch = smoothed, epoch
+                best_state = copy.deepcopy(shard.net.state_dict())
+            summary = (
+                f"train {train_metrics['train/recon'][0]:.4f}  valid {smoothed:.4f}  "
+                f"best {best_score:.4f}@{best_epoch}  lr {float(shard.hps['lr_init'][0]):.2e}"
+            )
+            if "valid/r2" in extras:
+                summary += f"  R2 {extras['valid/r2'][0]:.3f}"
+            progress.update(epoch + 1, summary)
+
+            if not np.isfinite(smoothed):
+                stop_reason = f"validation loss is not finite at epoch {epoch}"
+                break
+            if epoch < warmup_end:  # no decay or stopping while KL/L2 are still ramping up
+                continue
+            if smoothed < plateau_best:
+                plateau_best, since_plateau_best = smoothed, 0
+            else:
+                since_plateau_best += 1
+                if since_plateau_best >= lr_patience:
+                    shard.hps["lr_init"].mul_(lr_decay)
+                    since_plateau_best = 0
+            if float(shard.hps["lr_init"][0]) < lr_stop:
+                stop_reason = f"learning rate fell below model.lr_stop={lr_stop}"
+                break
+            if epoch - max(best_epoch, warmup_end) >= stop_patience:
+                stop_reason = f"no improvement for {stop_patience} epochs"
+                break
+
+    if best_state is not None:
+        shard.net.load_state_dict(best_state)
+    model = _single_model(shard, cfg, sessions)
+    return FitResult(model, best_epoch, float(best_score), epoch + 1, stop_reason)
+
+
+def _single_model(shard: Shard, cfg: DictConfig, sessions: Sequence[SessionData]) -> LFADS:
+    from omegaconf import OmegaConf
+
+    hps = {name: float(v[0]) for name, v in shard.hp_table().items()}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return LFADS(shard.net, hps, config, [s.name for s in sessions])  # type: ignore[arg-type]

@@ -1,0 +1,46 @@
+"""`autolfads train DATA... -o OUT`: one LFADS model, no PBT, the same outputs as `run`."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from autolfads.cli import split_overrides
+from autolfads.errors import UsageError
+from autolfads.train.fit import fit_single_model
+from autolfads.workflow import config_from_args, load_sessions, prepare_out_dir, write_final_outputs
+
+__all__ = ["train_command"]
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Validate everything, train, write outputs. Returns the exit status."""
+    paths, overrides = split_overrides(args.items)
+    if args.resume:
+        raise UsageError(
+            "autolfads train: --resume is for `autolfads run`; train again with --overwrite"
+        )
+    cfg = config_from_args(args, overrides)
+    check_device(str(cfg.device))
+    sessions = load_sessions(paths, cfg)
+    out = prepare_out_dir(args.out, overwrite=args.overwrite)
+    result = fit_single_model(cfg, sessions, out, quiet=args.quiet)
+    written = write_final_outputs(out, result.model, sessions, cfg, out / "fitlog.csv")
+    if not args.quiet:
+        print(
+            f"trained {result.epochs_run} epochs ({result.stop_reason}); best valid/recon_smth "
+            f"{result.best_score:.4f} at epoch {result.best_epoch}"
+        )
+        print(f"outputs in {out}: " + ", ".join(p.name for p in written))
+    return 0
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")

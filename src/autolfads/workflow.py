@@ -1,0 +1,121 @@
+"""Plumbing shared by `autolfads train` and `autolfads run`: config from the command line, the output
+folder, validated data, and the final outputs (SPEC.md section 3)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from autolfads._atomic import atomic_path
+from autolfads.config import DATA_DIM_KEYS, load_config
+from autolfads.data import SessionData, read_sessions, write_session_outputs
+from autolfads.errors import ConfigError, UsageError
+from autolfads.outputs.checkpoint import LFADS
+
+__all__ = [
+    "config_from_args",
+    "prepare_out_dir",
+    "load_sessions",
+    "write_final_outputs",
+    "ZIP_NAME",
+]
+
+ZIP_NAME = "autolfads.zip"
+
+
+def config_from_args(args: argparse.Namespace, overrides: Sequence[str]) -> DictConfig:
+    """Resolved config: defaults <- -c file <- k=v overrides <- --device/--seed/--samples."""
+    extra = list(overrides)
+    if getattr(args, "device", None):
+        extra.append(f"device={args.device}")
+    if getattr(args, "seed", None) is not None:
+        extra.append(f"seed={args.seed}")
+    if getattr(args, "samples", None) is not None:
+        extra.append(f"trainer.samples={args.samples}")
+    return load_config(getattr(args, "config", None), extra)
+
+
+def prepare_out_dir(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create OUT, refusing an existing non-empty one unless `resume` or `overwrite`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} exists and is not a folder")
+    non_empty = out.is_dir() and any(out.iterdir())
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    if non_empty and not (resume or overwrite):
+        raise UsageError(f"output folder {out} is not empty: pass --resume or --overwrite")
+    if overwrite and out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_sessions(paths: Sequence[str], cfg: DictConfig) -> list[SessionData]:
+    """Read and validate the data files; fill or check the data dimensions in `cfg.model`."""
+    if not paths:
+        raise UsageError("no data file given")
+    sessions = read_sessions(
+        list(paths),
+        reconstruction=str(cfg.model.reconstruction),
+        allow_noninteger=bool(cfg.model.allow_noninteger),
+        batch_size=int(cfg.datamodule.batch_size),
+    )
+    for sess in sessions:
+        dims = sess.dims.as_dict()
+        for key in DATA_DIM_KEYS:
+            stated = cfg.model.get(key)
+            if stated is not None and int(stated) != dims[key]:
+                raise ConfigError(
+                    f"config model.{key}={stated} disagrees with {sess.path}, which has {key}={dims[key]}"
+                )
+    if len(sessions) == 1:
+        for key, value in sessions[0].dims.as_dict().items():
+            cfg.model[key] = value
+    return sessions
+
+
+def write_final_outputs(
+    out: Path,
+    model: LFADS,
+    sessions: Sequence[SessionData],
+    cfg: DictConfig,
+    fitlog_path: Path,
+) -> list[Path]:
+    """Posterior outputs per session, model.ckpt, config.yaml and autolfads.zip, each atomically."""
+    n_samples = int(cfg.trainer.samples)
+    posterior = model.posterior(sessions, n_samples=n_samples, seed=int(cfg.seed))
+    written = []
+    for i, (sess, post) in enumerate(zip(sessions, posterior, strict=True)):
+        arrays: dict[str, np.ndarray] = {}
+        for split, fields in post.items():
+            for name, value in fields.items():
+                arrays[f"{split}_{name}"] = value
+        written.append(write_session_outputs(sess.path, out / f"lfads_output_sess{i}.h5", arrays))
+    written.append(model.save(out / "model.ckpt"))
+    written.append(write_config(out / "config.yaml", cfg))
+    written.append(write_zip(out, [fitlog_path, *written[: len(sessions)], out / "model.ckpt"]))
+    return written
+
+
+def write_config(path: Path, cfg: DictConfig) -> Path:
+    """The fully resolved config as YAML, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def write_zip(out: Path, files: Sequence[Path]) -> Path:
+    """`autolfads.zip` with the NeuroCAAS files (fitlog.csv, lfads_output_sess*.h5, model.ckpt)."""
+    path = out / ZIP_NAME
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, arcname=Path(f).name)
+    return path
