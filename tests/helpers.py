@@ -6,8 +6,9 @@ Import from a test module as `from helpers import ...` (pytest puts `tests/` on 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -113,3 +114,15 @@ def copy_worker_into(src: nn.Module, k: int, n_workers: int, dst: nn.Module) -> 
     """Load worker k of a K-worker module into a 1-worker module of the same structure."""
     state = {name: worker_slice(t, k, n_workers) for name, t in src.state_dict().items()}
     dst.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run with `n` intra-op threads, then restore: tiny models are faster on one thread, and much
+    faster than two threads on a busy 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

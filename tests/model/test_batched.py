@@ -41,7 +41,9 @@ def _ref_gru_step(cell: ClippedGRUCell, row: int, x: torch.Tensor, h: torch.Tens
     return torch.clamp(u * h + (1.0 - u) * c, -cell.clip, cell.clip)
 
 
-def _ref_gru_run(cell: ClippedGRUCell, row: int, xs: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+def _ref_gru_run(
+    cell: ClippedGRUCell, row: int, xs: torch.Tensor, h0: torch.Tensor
+) -> torch.Tensor:
     """Run `_ref_gru_step` over xs (B, T, in), one trial at a time; returns states (B, T, H)."""
     out = torch.empty(xs.shape[0], xs.shape[1], cell.hidden_size, dtype=xs.dtype)
     for b in range(xs.shape[0]):

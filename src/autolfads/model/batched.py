@@ -11,7 +11,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BatchedLinear", "ClippedGRUCell", "BidirectionalGRU", "worker_dropout", "per_worker"]
+__all__ = [
+    "BatchedLinear",
+    "ClippedGRUCell",
+    "BidirectionalGRU",
+    "worker_dropout",
+    "per_worker",
+    "uniform_like",
+    "normal_like",
+]
 
 
 def per_worker(value: Tensor, like: Tensor) -> Tensor:
@@ -19,18 +27,31 @@ def per_worker(value: Tensor, like: Tensor) -> Tensor:
     return value.view(value.shape[0], *([1] * (like.dim() - 1)))
 
 
-def worker_dropout(x: Tensor, rate: Tensor, training: bool) -> Tensor:
+def uniform_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """U(0, 1) noise shaped like x, drawn from `generator` (the global RNG when None)."""
+    return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def normal_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """N(0, 1) noise shaped like x, drawn from `generator` (the global RNG when None)."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def worker_dropout(
+    x: Tensor, rate: Tensor, training: bool, generator: torch.Generator | None = None
+) -> Tensor:
     """Inverted dropout with a separate rate per worker.
 
     Args:
         x: (K, ...) activations.
         rate: (K,) drop probability of each worker.
         training: when False, `x` is returned unchanged.
+        generator: source of the dropout masks.
     """
     if not training:
         return x
     keep = 1.0 - per_worker(rate.to(x.dtype), x)
-    mask = torch.rand_like(x) < keep
+    mask = uniform_like(x, generator) < keep
     return x * mask / keep.clamp_min(1e-6)
 
 

@@ -18,7 +18,13 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from autolfads.model.batched import BatchedLinear, BidirectionalGRU, ClippedGRUCell, worker_dropout
+from autolfads.model.batched import (
+    BatchedLinear,
+    BidirectionalGRU,
+    ClippedGRUCell,
+    normal_like,
+    worker_dropout,
+)
 from autolfads.model.observations import ObservationModel, build_observation_model
 from autolfads.model.priors import AR1Prior, GaussianICPrior
 from autolfads.model.structure import LFADSStructure
@@ -161,6 +167,7 @@ class LFADSNetwork(nn.Module):
         ext_input: Tensor | None = None,
         dropout_rate: Tensor | None = None,
         sample: bool = True,
+        generator: torch.Generator | None = None,
     ) -> LFADSOutput:
         """Infer and reconstruct a batch of trials.
 
@@ -170,6 +177,7 @@ class LFADSNetwork(nn.Module):
             ext_input: (B, T_rec, E) external inputs, or None.
             dropout_rate: (K,) dropout probability per worker (used in training mode).
             sample: draw IC and inferred inputs from the posterior (True) or use the means.
+            generator: source of dropout masks and posterior samples (global RNG when None).
         Returns:
             LFADSOutput with the reconstruction's raw parameters and all latent variables.
         """
@@ -184,13 +192,13 @@ class LFADSNetwork(nn.Module):
             x = torch.log1p(x.clamp_min(0.0))
         if self.readin is not None:
             x = self.readin[session](x)  # (K, B, T_enc, enc_in)
-        x = worker_dropout(x, rate, drop)
+        x = worker_dropout(x, rate, drop, generator)
 
         # Initial condition.
         ic_fwd, ic_bwd = self.ic_encoder(x, keep_states=False)  # (K, B, H) each
-        ic_h = worker_dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop)
+        ic_h = worker_dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop, generator)
         ic_mean, ic_var = _gaussian_params(self.ic_posterior(ic_h), s.ic_post_var_min)
-        ic = ic_mean + torch.randn_like(ic_mean) * ic_var.sqrt() if sample else ic_mean
+        ic = ic_mean + normal_like(ic_mean, generator) * ic_var.sqrt() if sample else ic_mean
         gen_init = self.ic_to_gen(ic)  # (K, B, G)
 
         # Inputs to the loop, projected for all steps at once.
@@ -200,14 +208,16 @@ class LFADSNetwork(nn.Module):
         gen_x = self.generator.project_input(ext, (b, t_rec)).unbind(2)  # T_rec x (K, B, 3G)
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each
-            ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop)
+            ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop, generator)
             con_x = self.controller.project_input(ci, (b, t_rec)).unbind(2)
             con_h = self.con_h0.unsqueeze(1).expand(k, b, s.con_dim)
-            co_noise = torch.randn(k, b, t_rec, s.co_dim, device=x.device, dtype=x.dtype)
+            co_noise = torch.randn(
+                k, b, t_rec, s.co_dim, device=x.device, dtype=x.dtype, generator=generator
+            )
             co_noise = co_noise.unbind(2) if sample else None
 
         gen_h = gen_init
-        factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop))
+        factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop, generator))
         gen_states, factors, con_states, co_means, co_vars, co_samples = [], [], [], [], [], []
         for step in range(t_rec):
             gen_in = gen_x[step]
@@ -222,7 +232,7 @@ class LFADSNetwork(nn.Module):
                 co_vars.append(co_var)
                 co_samples.append(u)
             gen_h = self.generator.step(gen_in, gen_h)
-            factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop))
+            factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop, generator))
             gen_states.append(gen_h)
             factors.append(factors_t)
 

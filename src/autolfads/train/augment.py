@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from autolfads.model.batched import per_worker
+from autolfads.model.batched import per_worker, uniform_like
 
 __all__ = ["PreparedBatch", "prepare_batch", "encoder_input"]
 
@@ -62,6 +62,7 @@ def prepare_batch(
     sv_mask: Tensor | None = None,
     placeholder: float = 0.0,
     training: bool = True,
+    generator: torch.Generator | None = None,
 ) -> PreparedBatch:
     """Build the encoder input, the target and the masks of one batch.
 
@@ -75,6 +76,7 @@ def prepare_batch(
             left out of the loss, scored separately).
         placeholder: valid data value written into unobserved target entries.
         training: apply coordinated dropout.
+        generator: source of the coordinated-dropout masks (global RNG when None).
     """
     x = encoder_input(encod, n_workers, sv_mask)  # (K, B, T_enc, N_enc)
 
@@ -91,7 +93,7 @@ def prepare_batch(
     grad_mask = None
     if training and cd_rate is not None and bool((cd_rate > 0).any()):
         rate = per_worker(cd_rate.to(x.dtype), x)
-        keep = torch.rand_like(x) >= rate  # (K, B, T_enc, N_enc)
+        keep = uniform_like(x, generator) >= rate  # (K, B, T_enc, N_enc)
         x = x * keep / (1.0 - rate).clamp_min(1e-6)
         dropped = ~keep | per_worker(cd_rate <= 0, x)  # no CD for a worker with rate 0
         grad_mask = _pad_to(dropped, recon.shape, True)

@@ -88,8 +88,11 @@ class Shard:
         if missing:
             raise ValueError(f"hyperparameters missing: {missing}")
         self.n_workers = len(np.asarray(hps["lr_init"]))
-        torch.manual_seed(seed)
-        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # weight initialisation
+        # All training randomness of this shard comes from its own generators, so that shards are
+        # reproducible wherever they run (same process, another process, resumed).
+        self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
+        self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
         self.net = LFADSNetwork(structure, self.n_workers).to(self.device)
         self.hps = {
             n: torch.as_tensor(np.asarray(hps[n], dtype=np.float64), dtype=torch.float32).to(
@@ -147,8 +150,11 @@ class Shard:
                 sv_mask=sv,
                 placeholder=obs.placeholder,
                 training=True,
+                generator=self.noise,
             )
-            out = self.net(batch.encod_input, session, ext, self.hps["dropout_rate"], sample=True)
+            out = self.net(
+                batch.encod_input, session, ext, self.hps["dropout_rate"], True, self.noise
+            )
             loss, parts = lfads_loss(
                 self.net, out, batch, session, self.hps, ramp, self.settings.loss_scale
             )
@@ -188,7 +194,7 @@ class Shard:
                 batch = prepare_batch(
                     encod, recon, self.n_workers, placeholder=obs.placeholder, training=False
                 )
-                out = self.net(batch.encod_input, session, ext, None, sample=True)
+                out = self.net(batch.encod_input, session, ext, None, True, self.noise)
                 _, parts = lfads_loss(
                     self.net, out, batch, session, self.hps, ramp, self.settings.loss_scale
                 )
@@ -203,10 +209,9 @@ class Shard:
         return (metrics, means) if return_means else metrics
 
     # ----------------------------------------------------------------- worker copies
-    def _worker_tensors(self) -> list[Tensor]:
-        tensors = list(self.net.parameters()) + list(self.net.buffers())
-        tensors += self.optimizer.exp_avg + self.optimizer.exp_avg_sq
-        return tensors
+    def _worker_buffers(self) -> dict[str, Tensor]:
+        """Buffers with a worker axis (0-d buffers are constants shared by all workers)."""
+        return {name: b for name, b in self.net.named_buffers() if b.dim() > 0}
 
     @torch.no_grad()
     def copy_workers(self, src: Sequence[int], dst: Sequence[int]) -> None:
@@ -216,7 +221,7 @@ class Shard:
         s = torch.as_tensor(list(src), device=self.device)
         t = torch.as_tensor(list(dst), device=self.device)
         k = self.n_workers
-        for tensor in list(self.net.parameters()) + list(self.net.buffers()):
+        for tensor in [*self.net.parameters(), *self._worker_buffers().values()]:
             view = tensor.view(k, tensor.shape[0] // k, *tensor.shape[1:])
             view[t] = view[s].clone()
         self.optimizer.copy_worker(s, t)
@@ -233,7 +238,7 @@ class Shard:
 
         return {
             "params": {name: rows(p) for name, p in self.net.named_parameters()},
-            "buffers": {name: rows(b) for name, b in self.net.named_buffers()},
+            "buffers": {name: rows(b) for name, b in self._worker_buffers().items()},
             "exp_avg": [rows(t) for t in self.optimizer.exp_avg],
             "exp_avg_sq": [rows(t) for t in self.optimizer.exp_avg_sq],
             "steps": self.optimizer.steps[k].cpu().clone(),
@@ -249,7 +254,7 @@ class Shard:
             t.view(n, t.shape[0] // n, *t.shape[1:])[k] = value.to(t.device, t.dtype)
 
         params = dict(self.net.named_parameters())
-        buffers = dict(self.net.named_buffers())
+        buffers = self._worker_buffers()
         for name, value in state["params"].items():  # type: ignore[union-attr]
             put(params[name], value)
         for name, value in state["buffers"].items():  # type: ignore[union-attr]
@@ -271,6 +276,7 @@ class Shard:
             "optimizer": self.optimizer.state_dict(),
             "hps": {k: v.cpu().clone() for k, v in self.hps.items()},
             "generator": self.generator.get_state(),
+            "noise": self.noise.get_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
@@ -280,4 +286,5 @@ class Shard:
             self.hps[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]
+        self.noise.set_state(state["noise"])  # type: ignore[arg-type]
         self._apply_hps_to_net()
