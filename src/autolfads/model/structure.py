@@ -63,6 +63,10 @@ class LFADSStructure:
             raise ConfigError(
                 f"recon_seq_len ({self.recon_seq_len}) must be >= encod_seq_len ({self.encod_seq_len})"
             )
+        if self.ci_lag >= self.encod_seq_len:
+            raise ConfigError(
+                f"model.ci_lag ({self.ci_lag}) must be smaller than encod_seq_len ({self.encod_seq_len})"
+            )
         if len(self.encod_data_dims) > 1 and self.readin_dim is None:
             object.__setattr__(self, "readin_dim", int(self.encod_data_dims[0]))
 
