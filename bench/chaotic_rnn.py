@@ -38,13 +38,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = prepare_out_dir(args.out, overwrite=True)
     data_path = simulate_to_file(
-        "chaotic-rnn", out / "data.h5", seed=args.seed,
+        "chaotic-rnn",
+        out / "data.h5",
+        seed=args.seed,
         overrides=["g=2.5", "n_conditions=400", "trials_per_condition=5"],
     )
-    cfg = load_config(None, [
-        f"trainer.max_epochs={args.epochs}", "trainer.early_stopping_patience=1000",
-        "model.lr_stop=0", "trainer.samples=50", f"seed={args.seed}", *args.overrides,
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"trainer.max_epochs={args.epochs}",
+            "trainer.early_stopping_patience=1000",
+            "model.lr_stop=0",
+            "trainer.samples=50",
+            f"seed={args.seed}",
+            *args.overrides,
+        ],
+    )
     sessions = read_sessions([data_path])
     cfg.model.update(sessions[0].dims.as_dict())
     start = time.perf_counter()
