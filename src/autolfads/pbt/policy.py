@@ -34,7 +34,7 @@ __all__ = [
     "update_best",
 ]
 
-EXPLOIT_METHODS = ("binary_tournament", "truncation")
+EXPLOIT_METHODS = ("binary_tournament", "truncation", "none")
 SMOOTHING_WEIGHT = 0.7
 """Weight of the current value in `valid/recon_smth` (SPEC.md section 5)."""
 
@@ -132,6 +132,8 @@ def exploit(
         return binary_tournament(scores, rng=rng)
     if method == "truncation":
         return truncation(scores, quantile=quantile, rng=rng)
+    if method == "none":  # fixed hyperparameters: the population trains as independent models
+        return np.arange(len(scores), dtype=np.int64)
     raise ConfigError(
         f"pbt.exploit.method = {method!r}: expected one of {', '.join(EXPLOIT_METHODS)}"
     )

@@ -60,6 +60,7 @@ class _PopulationState:
     best: BestSnapshot | None = None
     best_state: dict | None = None
     history: list[dict] = field(default_factory=list)
+    stop_reason: str = ""
 
 
 def default_workers_per_shard(structure: LFADSStructure, batch_size: int, n_workers: int) -> int:
@@ -190,10 +191,10 @@ def run_pbt(
     interval = int(cfg.pbt.perturbation_interval)
     first = max(int(cfg.pbt.burn_in_period), settings.ramp_start + settings.ramp_epochs, interval)
     max_generations = int(cfg.pbt.max_generations)
-    stop_reason = ""
+    stop_reason = state.stop_reason
     try:
         with ProgressLine(max_generations, quiet, label="generation") as progress:
-            while True:
+            while not state.stop_reason:
                 length = first if state.generation == 0 else interval
                 start, stop = state.epoch, state.epoch + length
                 results = backend.call_all("train_epochs", [(start, stop)] * len(shards))
@@ -227,7 +228,7 @@ def run_pbt(
                     max_generations=max_generations,
                 )
                 if decision.stop:
-                    stop_reason = decision.reason
+                    stop_reason = state.stop_reason = decision.reason
                     _record_generation(state, scores, hps_now, np.arange(n_workers), hps_now)
                     state.generation += 1
                     _save_state(out / STATE_FILE, cfg, state, rng, backend, len(shards))
@@ -341,6 +342,7 @@ def _save_state(
         "best": None if state.best is None else vars(state.best).copy(),
         "best_state": state.best_state,
         "history": state.history,
+        "stop_reason": state.stop_reason,
         "rng": rng.bit_generator.state,
         "shards": backend.call_all("state_dict", [()] * n_shards),
     }
@@ -376,6 +378,7 @@ def _load_state(
         best=None if best is None else BestSnapshot(**best),
         best_state=payload["best_state"],
         history=list(payload["history"]),
+        stop_reason=str(payload["stop_reason"]),
     )
     return state, rng
 
