@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from autolfads.model.gru_kernels import gru_sequence, gru_step
+
 __all__ = [
     "BatchedLinear",
     "ClippedGRUCell",
@@ -152,14 +154,20 @@ class ClippedGRUCell(nn.Module):
         Returns:
             (K, B, H) next state.
         """
-        n = self.hidden_size
-        x_r, x_u, x_c = projected_input.split(n, dim=-1)
-        h_r, h_u = torch.bmm(h, self.gate_weight).split(n, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        u = torch.sigmoid(x_u + h_u)
-        c = torch.tanh(x_c + torch.bmm(r * h, self.candidate_weight))
-        h_new = c + u * (h - c)  # = u h + (1 - u) c
-        return h_new.clamp(-self.clip, self.clip)
+        return gru_step(projected_input, h, self.gate_weight, self.candidate_weight, self.clip)
+
+    def sequence(self, projected_inputs: Tensor, h0: Tensor) -> Tensor:
+        """Every state over a sequence whose projected inputs are all known.
+
+        Args:
+            projected_inputs: (K, B, T, 3H) from `project_input`.
+            h0: (K, B, H) initial state.
+        Returns:
+            (K, B, T, H) the state after each step.
+        """
+        return gru_sequence(
+            projected_inputs, h0, self.gate_weight, self.candidate_weight, self.clip
+        )
 
 
 class BidirectionalGRU(nn.Module):
@@ -200,14 +208,10 @@ class BidirectionalGRU(nn.Module):
         k, b, t, _ = x.shape
         both = torch.stack([x, x.flip(2)], dim=1).reshape(2 * k, b, t, -1)  # (2K, B, T, in)
         projected = self.cell.project_input(both, (b, t))
-        h = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
-        states = []
-        for x_t in projected.unbind(2):
-            h = self.cell.step(x_t, h)
-            if keep_states:
-                states.append(h)
+        h0 = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
+        states = self.cell.sequence(projected, h0)  # (2K, B, T, H)
         if not keep_states:
-            fin = h.reshape(k, 2, b, self.hidden_size)
+            fin = states[:, :, -1].reshape(k, 2, b, self.hidden_size)
             return fin[:, 0], fin[:, 1]
-        seq = torch.stack(states, dim=2).reshape(k, 2, b, t, self.hidden_size)
+        seq = states.reshape(k, 2, b, t, self.hidden_size)
         return seq[:, 0], seq[:, 1].flip(2)

@@ -216,13 +216,30 @@ class LFADSNetwork(nn.Module):
             )
             co_noise = co_noise.unbind(2) if sample else None
 
+        # Dropout on the generator states (before the factors), masks for all steps drawn at once.
+        gen_masks = None
+        if drop:
+            ones = gen_init.new_ones(k, b, t_rec + 1, s.gen_dim)
+            gen_masks = worker_dropout(ones, rate, drop, generator).unbind(2)
         gen_h = gen_init
-        factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop, generator))
-        gen_states, factors, con_states, co_means, co_vars, co_samples = [], [], [], [], [], []
+        dropped_h = gen_h * gen_masks[0] if gen_masks else gen_h
+        if s.use_controller:
+            # factors fed back to the controller: dropped g -> factors -> controller input, in one map
+            feedback = torch.bmm(
+                self.factor_readout.normalized_weight(), self.factors_to_con.weight
+            )
+        gen_states, dropped_states, con_states, co_means, co_vars, co_samples = (
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
         for step in range(t_rec):
             gen_in = gen_x[step]
             if s.use_controller:
-                con_in = con_x[step] + self.factors_to_con(factors_t)
+                con_in = con_x[step] + torch.bmm(dropped_h, feedback)
                 con_h = self.controller.step(con_in, con_h)
                 co_mean, co_var = _gaussian_params(self.co_posterior(con_h))
                 u = co_mean + co_noise[step] * co_var.sqrt() if sample else co_mean
@@ -232,11 +249,11 @@ class LFADSNetwork(nn.Module):
                 co_vars.append(co_var)
                 co_samples.append(u)
             gen_h = self.generator.step(gen_in, gen_h)
-            factors_t = self.factor_readout(worker_dropout(gen_h, rate, drop, generator))
+            dropped_h = gen_h * gen_masks[step + 1] if gen_masks else gen_h
             gen_states.append(gen_h)
-            factors.append(factors_t)
+            dropped_states.append(dropped_h)
 
-        factors_seq = torch.stack(factors, dim=2)  # (K, B, T, F)
+        factors_seq = self.factor_readout(torch.stack(dropped_states, dim=2))  # (K, B, T, F)
         n_rec = s.recon_data_dims[session]
         params = self.readout[session](factors_seq).reshape(k, b, t_rec, n_rec, -1)
         empty = factors_seq.new_zeros(k, b, t_rec, 0)
