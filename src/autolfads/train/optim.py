@@ -110,8 +110,8 @@ class PopulationAdam:
     @torch.no_grad()
     def copy_worker(self, src: Tensor, dst: Tensor) -> None:
         """Make the optimiser state of workers `dst` equal to that of workers `src` (index tensors)."""
-        self.lr[dst] = self.lr[src]
-        self.steps[dst] = self.steps[src]
+        self.lr[dst] = self.lr[src].clone()
+        self.steps[dst] = self.steps[src].clone()
         for state in (*self.exp_avg, *self.exp_avg_sq):
             _copy_rows(state, src, dst, self.n_workers)
 

@@ -224,9 +224,12 @@ class Shard:
         for tensor in [*self.net.parameters(), *self._worker_buffers().values()]:
             view = tensor.view(k, tensor.shape[0] // k, *tensor.shape[1:])
             view[t] = view[s].clone()
+        # Read every source HP before writing any: optimizer.lr is hps["lr_init"] itself, so copying it
+        # in the optimiser first would change sources that are also destinations.
+        source_hps = {name: value[s].clone() for name, value in self.hps.items()}
         self.optimizer.copy_worker(s, t)
-        for value in self.hps.values():
-            value[t] = value[s].clone()
+        for name, value in self.hps.items():
+            value[t] = source_hps[name]
         self._apply_hps_to_net()
 
     def worker_state(self, k: int) -> dict[str, object]:
