@@ -319,10 +319,21 @@ def test_resuming_a_finished_run_rewrites_the_outputs_without_training(data_file
     assert run(data_file, out, "pbt.max_generations=1") == 0
     before = (out / "fitlog.csv").read_bytes()
     (out / "autolfads.zip").unlink()
-    # pbt.max_generations may differ on resume; a finished run keeps its stop decision
-    assert run(data_file, out, "pbt.max_generations=2", "--resume") == 0
+    # the same stop rule: the run is finished, only the outputs are written again
+    assert run(data_file, out, "pbt.max_generations=1", "--resume") == 0
     assert (out / "fitlog.csv").read_bytes() == before
     assert (out / "autolfads.zip").is_file()
+
+
+def test_resuming_a_finished_run_with_more_generations_trains_on(data_file, tmp_path):
+    out = tmp_path / "out"
+    assert run(data_file, out, "pbt.max_generations=1") == 0
+    epochs_before = fitlog(out)["epoch"].max()
+    assert run(data_file, out, "pbt.max_generations=2", "--resume") == 0
+    log = fitlog(out)
+    assert log["epoch"].max() > epochs_before
+    assert log["generation"].max() == 1
+    assert not log.duplicated(["worker_id", "epoch"]).any()
 
 
 def test_resume_with_a_different_model_config_is_refused(data_file, tmp_path, capsys):

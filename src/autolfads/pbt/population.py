@@ -185,6 +185,8 @@ def run_pbt(
     if resume and (out / STATE_FILE).exists():
         state, rng = _load_state(out / STATE_FILE, cfg, backend, len(shards))
         fitlog = _resumed_fitlog(out / "fitlog.csv", state.epoch)
+        if state.stop_reason and not _stop_decision(cfg, state).stop:
+            state.stop_reason = ""  # a finished run resumed with a looser stop rule trains on
     elif resume:
         raise UsageError(f"--resume: {out / STATE_FILE} not found; nothing to resume")
 
@@ -220,13 +222,7 @@ def run_pbt(
                 _update_best(state, scores, population)
                 finite = scores[np.isfinite(scores)]
                 state.best_per_generation.append(float(finite.min()) if finite.size else np.nan)
-                decision = should_stop(
-                    state.best_per_generation,
-                    patience=int(cfg.pbt.patience),
-                    min_improvement_ratio=float(cfg.pbt.min_improvement_ratio),
-                    generation=state.generation + 1,
-                    max_generations=max_generations,
-                )
+                decision = _stop_decision(cfg, state, finished=state.generation + 1)
                 if decision.stop:
                     stop_reason = state.stop_reason = decision.reason
                     _record_generation(state, scores, hps_now, np.arange(n_workers), hps_now)
@@ -268,6 +264,17 @@ def run_pbt(
     model = _best_model(state, structure, settings, cfg, sessions)
     assert state.best is not None
     return PBTResult(model, state.best, state.generation, state.epoch, stop_reason)
+
+
+def _stop_decision(cfg: DictConfig, state: _PopulationState, finished: int | None = None):
+    """The stop rule on the generations finished so far (`finished`, default state.generation)."""
+    return should_stop(
+        state.best_per_generation,
+        patience=int(cfg.pbt.patience),
+        min_improvement_ratio=float(cfg.pbt.min_improvement_ratio),
+        generation=state.generation if finished is None else finished,
+        max_generations=int(cfg.pbt.max_generations),
+    )
 
 
 def _update_best(state: _PopulationState, scores: np.ndarray, population: _Population) -> None:
