@@ -189,6 +189,8 @@ def run_pbt(
             state.stop_reason = ""  # a finished run resumed with a looser stop rule trains on
     elif resume:
         raise UsageError(f"--resume: {out / STATE_FILE} not found; nothing to resume")
+    else:  # the starting population, so that even generation 0 can be resumed or redone
+        _save_state(out / STATE_FILE, cfg, state, rng, backend, len(shards))
 
     interval = int(cfg.pbt.perturbation_interval)
     first = max(int(cfg.pbt.burn_in_period), settings.ramp_start + settings.ramp_epochs, interval)
