@@ -13,6 +13,7 @@ lagged by `ci_lag`, the controller's input; the controller GRU also sees the pre
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -96,6 +97,12 @@ def _lagged(fwd: Tensor, bwd: Tensor, lag: int, total_steps: int) -> Tensor:
     return out
 
 
+def _init_log_variance(head: BatchedLinear, dim: int, variance: float) -> None:
+    """Set the log-variance half of a Gaussian posterior head to start at `variance`."""
+    with torch.no_grad():
+        head.bias[:, dim:] = math.log(variance)
+
+
 class LFADSNetwork(nn.Module):
     """The LFADS network for K workers: encoders, controller, generator, factors, read-in/out.
 
@@ -126,6 +133,11 @@ class LFADSNetwork(nn.Module):
             self.co_prior = AR1Prior(k, s.co_dim, s.co_prior_tau, s.co_prior_nvar)
             self.co_to_gen = BatchedLinear(k, s.co_dim, 3 * s.gen_dim, bias=False)
         self.generator = ClippedGRUCell(k, s.ext_input_dim, s.gen_dim, s.cell_clip)
+        # Posteriors start with the spread of their priors: a unit initial variance would drown the
+        # generator in sampling noise before the encoders have learned anything.
+        _init_log_variance(self.ic_posterior, s.ic_dim, s.ic_prior_var)
+        if s.use_controller:
+            _init_log_variance(self.co_posterior, s.co_dim, s.co_prior_nvar)
         self.factor_readout = FactorReadout(k, s.gen_dim, s.fac_dim)
         self.observation: nn.ModuleList = nn.ModuleList(
             build_observation_model(
