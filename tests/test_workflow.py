@@ -31,6 +31,7 @@ TINY = [
     "datamodule.batch_size=8",
     "trainer.ramp_epochs=1",
     "trainer.samples=2",
+    "pbt.backend=inline",  # Ray has its own tests (tests/pbt/test_ray_backend.py)
 ]
 
 

@@ -35,6 +35,7 @@ TINY = [
     "datamodule.batch_size=8",
     "trainer.ramp_epochs=1",
     "trainer.samples=2",
+    "pbt.backend=inline",  # Ray has its own tests (tests/pbt/test_ray_backend.py)
     f"pbt.num_workers={N_WORKERS}",
     "pbt.burn_in_period=1",
     "pbt.perturbation_interval=1",

@@ -23,7 +23,15 @@ from autolfads.errors import ConfigError, UsageError
 from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.fitlog import FitLog
-from autolfads.pbt.backends import Backend, make_backend
+from autolfads.pbt.backends import (
+    Backend,
+    ShardLost,
+    _auto_picks_ray,
+    auto_plan,
+    make_backend,
+    ray_address,
+    ray_available,
+)
 from autolfads.pbt.hps import HPSpec, hp_specs_from_config, sample_initial
 from autolfads.pbt.policy import BestSnapshot, exploit, explore, should_stop, smooth_metric
 from autolfads.pbt.runner import ShardSpec
@@ -141,6 +149,30 @@ class _Population:
                 self.backend.call(s, "load_worker_state", i, fetched[src])
 
 
+def _plan_layout(
+    cfg: DictConfig, structure: LFADSStructure, settings: TrainSettings, address: str | None
+) -> tuple[list[tuple[int, ...]], str, int | None]:
+    """(shards as global worker ids, backend name resolved from auto, threads per shard or None).
+
+    Parallel shards (Ray) get one shard per core group or per GPU (`auto_plan`); shards run inline
+    take the batching rule of `default_workers_per_shard` and the process's threads.
+    """
+    n_workers, name = int(cfg.pbt.num_workers), str(cfg.pbt.backend)
+    if cfg.pbt.workers_per_shard:
+        per_shard, threads = int(cfg.pbt.workers_per_shard), 1
+    elif name != "inline" and ray_available():
+        per_shard, threads = auto_plan(n_workers, structure, settings.batch_size, str(cfg.device))
+    else:
+        per_shard, threads = default_workers_per_shard(structure, settings.batch_size, n_workers), 1
+    shards = plan_shards(n_workers, per_shard)
+    if name == "auto":
+        probe = [ShardSpec(ids, {}, structure, settings, str(cfg.device)) for ids in shards]
+        name = "ray" if _auto_picks_ray(probe, address) else "inline"
+    if cfg.pbt.cpus_per_shard:
+        threads = int(cfg.pbt.cpus_per_shard)
+    return shards, name, (threads if name == "ray" else None)
+
+
 def run_pbt(
     cfg: DictConfig,
     sessions: Sequence[SessionData],
@@ -159,13 +191,8 @@ def run_pbt(
     specs = _searched_specs(cfg)
     rng = np.random.default_rng(seed)
     table = _initial_table(cfg, specs, rng)
-    per_shard = cfg.pbt.workers_per_shard
-    per_shard = (
-        int(per_shard)
-        if per_shard
-        else default_workers_per_shard(structure, settings.batch_size, n_workers)
-    )
-    shards = plan_shards(n_workers, per_shard)
+    address = ray_address(cfg.pbt.address)
+    shards, backend_name, threads = _plan_layout(cfg, structure, settings, address)
     shard_specs = [
         ShardSpec(
             ids,
@@ -175,97 +202,185 @@ def run_pbt(
             str(cfg.device),
             seed * 1000 + i,
             float(cfg.model.sv_rate),
+            threads,
         )
         for i, ids in enumerate(shards)
     ]
-    backend = make_backend(str(cfg.pbt.backend), shard_specs, sessions)
-    population = _Population(backend, shards)
-    fitlog = FitLog(out / "fitlog.csv")
-    state = _PopulationState(smoothed=np.full(n_workers, np.nan), copied_from=np.arange(n_workers))
-    if resume and (out / STATE_FILE).exists():
-        state, rng = _load_state(out / STATE_FILE, cfg, backend, len(shards))
-        fitlog = _resumed_fitlog(out / "fitlog.csv", state.epoch)
-        if state.stop_reason and not _stop_decision(cfg, state).stop:
-            state.stop_reason = ""  # a finished run resumed with a looser stop rule trains on
-    elif resume:
-        raise UsageError(f"--resume: {out / STATE_FILE} not found; nothing to resume")
-    else:  # the starting population, so that even generation 0 can be resumed or redone
-        _save_state(out / STATE_FILE, cfg, state, rng, backend, len(shards))
-
-    interval = int(cfg.pbt.perturbation_interval)
-    first = max(int(cfg.pbt.burn_in_period), settings.ramp_start + settings.ramp_epochs, interval)
-    max_generations = int(cfg.pbt.max_generations)
-    stop_reason = state.stop_reason
+    backend = make_backend(
+        backend_name,
+        shard_specs,
+        sessions,
+        address=address,
+        cpus_per_shard=threads,
+        gpus_per_shard=cfg.pbt.gpus_per_shard,
+    )
+    loop = _Loop(cfg, out, backend, shards, specs, quiet)
     try:
-        with ProgressLine(max_generations, quiet, label="generation") as progress:
-            while not state.stop_reason:
-                length = first if state.generation == 0 else interval
-                start, stop = state.epoch, state.epoch + length
-                results = backend.call_all("train_epochs", [(start, stop)] * len(shards))
-                hps_now = population.hp_table()
-                for offset in range(length):
-                    metrics = _merge([r[offset] for r in results])
-                    for w in range(n_workers):
-                        state.smoothed[w] = smooth_metric(
-                            float(metrics["valid/recon"][w]),
-                            None if np.isnan(state.smoothed[w]) else float(state.smoothed[w]),
-                        )
-                    metrics["valid/recon_smth"] = state.smoothed.copy()
-                    fitlog.add_epoch(
-                        start + offset,
-                        state.generation,
-                        metrics,
-                        hps_now,
-                        range(n_workers),
-                        extra={"copied_from": state.copied_from},
-                    )
-                state.epoch = stop
-                scores = np.where(np.isfinite(state.smoothed), state.smoothed, np.nan)
-                _update_best(state, scores, population)
-                finite = scores[np.isfinite(scores)]
-                state.best_per_generation.append(float(finite.min()) if finite.size else np.nan)
-                decision = _stop_decision(cfg, state, finished=state.generation + 1)
-                if decision.stop:
-                    stop_reason = state.stop_reason = decision.reason
-                    _record_generation(state, scores, hps_now, np.arange(n_workers), hps_now)
-                    state.generation += 1
-                    _save_state(out / STATE_FILE, cfg, state, rng, backend, len(shards))
-                    fitlog.flush()
-                    _write_history(out, state.history)
-                    break
-                sources = exploit(
-                    np.nan_to_num(scores, nan=np.nan),
-                    method=str(cfg.pbt.exploit.method),
-                    quantile=float(cfg.pbt.exploit.quantile),
-                    rng=rng,
+        if resume and (out / STATE_FILE).exists():
+            loop.restore()
+            if loop.state.stop_reason and not _stop_decision(cfg, loop.state).stop:
+                loop.state.stop_reason = (
+                    ""  # a finished run resumed with a looser stop rule trains on
                 )
-                new_table = explore(
-                    hps_now,
-                    sources,
-                    specs,
-                    rng=rng,
-                    resample_probability=float(cfg.pbt.explore.resample_probability),
-                )
-                population.apply_copies(sources)
-                population.set_hps(new_table)
-                state.smoothed = state.smoothed[sources]
-                state.copied_from = sources.copy()
-                _record_generation(state, scores, hps_now, sources, new_table)
-                copied = int(np.sum(sources != np.arange(n_workers)))
-                state.generation += 1
-                _save_state(out / STATE_FILE, cfg, state, rng, backend, len(shards))
-                fitlog.flush()
-                _write_history(out, state.history)
-                progress.update(
-                    state.generation,
-                    f"epoch {state.epoch}  best {np.nanmin(scores):.4f}  median "
-                    f"{np.nanmedian(scores):.4f}  copied {copied}/{n_workers}",
-                )
+        elif resume:
+            raise UsageError(f"--resume: {out / STATE_FILE} not found; nothing to resume")
+        else:  # the starting population, so that even generation 0 can be resumed or redone
+            loop.start(rng)
+        loop.run()
     finally:
         backend.shutdown()
+    state = loop.state
     model = _best_model(state, structure, settings, cfg, sessions)
     assert state.best is not None
-    return PBTResult(model, state.best, state.generation, state.epoch, stop_reason)
+    return PBTResult(model, state.best, state.generation, state.epoch, state.stop_reason)
+
+
+class _Loop:
+    """The generation loop of one run: state, backend, logs, and recovery from a lost shard."""
+
+    MAX_SHARD_RESTARTS = 3
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        out: Path,
+        backend: Backend,
+        shards: Sequence[tuple[int, ...]],
+        specs: Sequence[HPSpec],
+        quiet: bool,
+    ) -> None:
+        self.cfg, self.out, self.backend, self.shards = cfg, out, backend, list(shards)
+        self.specs, self.quiet = list(specs), quiet
+        self.n_workers = int(cfg.pbt.num_workers)
+        self.population = _Population(backend, shards)
+        self.state = _PopulationState(
+            smoothed=np.full(self.n_workers, np.nan), copied_from=np.arange(self.n_workers)
+        )
+        self.rng = np.random.default_rng()
+        self.fitlog = FitLog(out / "fitlog.csv")
+
+    def start(self, rng: np.random.Generator) -> None:
+        """Begin from the initial population (and checkpoint it)."""
+        self.rng = rng
+        self.save()
+
+    def save(self) -> None:
+        _save_state(
+            self.out / STATE_FILE, self.cfg, self.state, self.rng, self.backend, len(self.shards)
+        )
+
+    def restore(self) -> None:
+        """Every shard and the driver's state from the last generation checkpoint."""
+        self.state, self.rng = _load_state(
+            self.out / STATE_FILE, self.cfg, self.backend, len(self.shards)
+        )
+        self.fitlog = _resumed_fitlog(self.out / "fitlog.csv", self.state.epoch)
+
+    def run(self) -> None:
+        """Generations until the stop rule says stop; a lost shard is restarted and the generation redone."""
+        restarts = 0
+        with ProgressLine(int(self.cfg.pbt.max_generations), self.quiet, "generation") as progress:
+            while not self.state.stop_reason:
+                try:
+                    summary = self.generation()
+                except ShardLost as lost:
+                    restarts += 1
+                    if restarts > self.MAX_SHARD_RESTARTS or not hasattr(self.backend, "restart"):
+                        raise
+                    progress.print(
+                        f"{lost}; restarting it and redoing generation {self.state.generation} "
+                        "from the last checkpoint"
+                    )
+                    for i in lost.shards:
+                        self.backend.restart(i)  # type: ignore[attr-defined]
+                    self.restore()
+                    continue
+                progress.update(self.state.generation, summary)
+
+    def generation(self) -> str:
+        """Train one generation, score, exploit/explore (or stop), checkpoint. Returns a summary."""
+        cfg, state, n = self.cfg, self.state, self.n_workers
+        settings_end = int(cfg.trainer.ramp_start) + int(cfg.trainer.ramp_epochs)
+        interval = int(cfg.pbt.perturbation_interval)
+        first = max(int(cfg.pbt.burn_in_period), settings_end, interval)
+        length = first if state.generation == 0 else interval
+        start, stop = state.epoch, state.epoch + length
+        results = self.backend.call_all("train_epochs", [(start, stop)] * len(self.shards))
+        hps_now = self.population.hp_table()
+        smoothed = state.smoothed.copy()
+        rows = []
+        for offset in range(length):
+            metrics = _merge([r[offset] for r in results])
+            for w in range(n):
+                previous = None if np.isnan(smoothed[w]) else float(smoothed[w])
+                smoothed[w] = smooth_metric(float(metrics["valid/recon"][w]), previous)
+            metrics["valid/recon_smth"] = smoothed.copy()
+            rows.append((start + offset, metrics))
+        scores = np.where(np.isfinite(smoothed), smoothed, np.nan)
+        self._update_best(scores)
+        finite = scores[np.isfinite(scores)]
+        best_now = float(finite.min()) if finite.size else np.nan
+        decision = should_stop(
+            [*state.best_per_generation, best_now],
+            patience=int(cfg.pbt.patience),
+            min_improvement_ratio=float(cfg.pbt.min_improvement_ratio),
+            generation=state.generation + 1,
+            max_generations=int(cfg.pbt.max_generations),
+        )
+        if decision.stop:
+            sources, new_table = np.arange(n), hps_now
+        else:
+            sources = exploit(
+                scores,
+                method=str(cfg.pbt.exploit.method),
+                quantile=float(cfg.pbt.exploit.quantile),
+                rng=self.rng,
+            )
+            new_table = explore(
+                hps_now,
+                sources,
+                self.specs,
+                rng=self.rng,
+                resample_probability=float(cfg.pbt.explore.resample_probability),
+            )
+            self.population.apply_copies(sources)
+            self.population.set_hps(new_table)
+        # (a shard lost above is recovered by `restore`, which replaces all of this state)
+        for epoch, metrics in rows:
+            self.fitlog.add_epoch(
+                epoch,
+                state.generation,
+                metrics,
+                hps_now,
+                range(n),
+                extra={"copied_from": state.copied_from},
+            )
+        state.best_per_generation.append(best_now)
+        state.epoch = stop
+        _record_generation(state, scores, hps_now, sources, new_table)
+        state.smoothed = smoothed[sources]
+        state.copied_from = sources.copy()
+        state.generation += 1
+        if decision.stop:
+            state.stop_reason = decision.reason
+        self.save()
+        self.fitlog.flush()
+        _write_history(self.out, state.history)
+        copied = int(np.sum(sources != np.arange(n)))
+        return (
+            f"epoch {state.epoch}  best {np.nanmin(scores):.4f}  median "
+            f"{np.nanmedian(scores):.4f}  copied {copied}/{n}"
+        )
+
+    def _update_best(self, scores: np.ndarray) -> None:
+        """Keep a snapshot of the best worker seen in any generation."""
+        if not np.isfinite(scores).any():
+            return
+        w = int(np.nanargmin(scores))
+        best = self.state.best
+        if best is None or scores[w] < best.score:
+            self.state.best = BestSnapshot(self.state.generation, w, float(scores[w]))
+            self.state.best_state = self.population.worker_state(w)
 
 
 def _stop_decision(cfg: DictConfig, state: _PopulationState, finished: int | None = None):
@@ -277,16 +392,6 @@ def _stop_decision(cfg: DictConfig, state: _PopulationState, finished: int | Non
         generation=state.generation if finished is None else finished,
         max_generations=int(cfg.pbt.max_generations),
     )
-
-
-def _update_best(state: _PopulationState, scores: np.ndarray, population: _Population) -> None:
-    """Keep a snapshot of the best worker seen in any generation."""
-    if not np.isfinite(scores).any():
-        return
-    w = int(np.nanargmin(scores))
-    if state.best is None or scores[w] < state.best.score:
-        state.best = BestSnapshot(state.generation, w, float(scores[w]))
-        state.best_state = population.worker_state(w)
 
 
 def _record_generation(
