@@ -9,7 +9,6 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from autolfads._atomic import atomic_path
@@ -17,6 +16,7 @@ from autolfads.config import DATA_DIM_KEYS, load_config
 from autolfads.data import SessionData, read_sessions, write_session_outputs
 from autolfads.errors import ConfigError, UsageError
 from autolfads.outputs.checkpoint import LFADS
+from autolfads.outputs.posterior import as_output_datasets
 
 __all__ = [
     "config_from_args",
@@ -93,11 +93,8 @@ def write_final_outputs(
     posterior = model.posterior(sessions, n_samples=n_samples, seed=int(cfg.seed))
     written = []
     for i, (sess, post) in enumerate(zip(sessions, posterior, strict=True)):
-        arrays: dict[str, np.ndarray] = {}
-        for split, fields in post.items():
-            for name, value in fields.items():
-                arrays[f"{split}_{name}"] = value
-        written.append(write_session_outputs(sess.path, out / f"lfads_output_sess{i}.h5", arrays))
+        path = out / f"lfads_output_sess{i}.h5"
+        written.append(write_session_outputs(sess.path, path, as_output_datasets(post)))
     written.append(model.save(out / "model.ckpt"))
     written.append(write_config(out / "config.yaml", cfg))
     written.append(write_zip(out, [fitlog_path, *written[: len(sessions)], out / "model.ckpt"]))

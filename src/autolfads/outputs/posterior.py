@@ -15,7 +15,13 @@ from autolfads.model.lfads import LFADSNetwork
 from autolfads.train.augment import encoder_input
 from autolfads.train.data import SessionTensors
 
-__all__ = ["OUTPUT_FIELDS", "posterior_average", "session_posterior"]
+__all__ = [
+    "OUTPUT_FIELDS",
+    "posterior_average",
+    "session_posterior",
+    "all_sessions_posterior",
+    "as_output_datasets",
+]
 
 # Output datasets per split (SPEC.md section 3), each n x ... per trial.
 OUTPUT_FIELDS = (
@@ -109,3 +115,12 @@ def all_sessions_posterior(
 ) -> list[dict[str, dict[str, np.ndarray]]]:
     """`session_posterior` for every session."""
     return [session_posterior(net, d, s, n_samples, worker=worker) for s, d in enumerate(data)]
+
+
+def as_output_datasets(posterior: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """split -> field -> array, flattened to the output file's dataset names `{split}_{field}`."""
+    return {
+        f"{split}_{name}": value
+        for split, fields in posterior.items()
+        for name, value in fields.items()
+    }

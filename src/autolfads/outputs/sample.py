@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from autolfads.data import read_sessions, write_session_outputs
 from autolfads.outputs.checkpoint import LFADS
+from autolfads.outputs.posterior import as_output_datasets
 from autolfads.train.run import check_device
 from autolfads.workflow import prepare_out_dir
 
@@ -28,11 +27,7 @@ def sample_command(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, overwrite=args.overwrite)
     posterior = model.posterior(sessions, n_samples=args.samples, seed=args.seed)
     for i, (sess, post) in enumerate(zip(sessions, posterior, strict=True)):
-        arrays: dict[str, np.ndarray] = {
-            f"{split}_{name}": value
-            for split, fields in post.items()
-            for name, value in fields.items()
-        }
-        path = write_session_outputs(sess.path, out / f"lfads_output_sess{i}.h5", arrays)
+        path = out / f"lfads_output_sess{i}.h5"
+        write_session_outputs(sess.path, path, as_output_datasets(post))
         print(f"wrote {path}")
     return 0
