@@ -12,7 +12,13 @@ from helpers import default_hps, tiny_settings, tiny_structure
 from autolfads.data import read_sessions
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.backends import InlineBackend
-from autolfads.pbt.population import _Population, default_workers_per_shard, plan_shards
+from autolfads.pbt.population import (
+    SHARD_MEMORY_BUDGET,
+    _Population,
+    activation_bytes_per_worker,
+    default_workers_per_shard,
+    plan_shards,
+)
 from autolfads.pbt.runner import ShardSpec
 
 N_WORKERS = 4
@@ -40,13 +46,36 @@ def test_plan_shards_examples():
     assert plan_shards(3, 0) == [(0,), (1,), (2,)]  # a non-positive size means one per shard
 
 
-def test_default_workers_per_shard_batches_small_models_only():
-    small = tiny_structure(encod_seq_len=50, recon_seq_len=50, gen_dim=64)
-    assert default_workers_per_shard(small, batch_size=100, n_workers=16) == 16
-    wide = tiny_structure(gen_dim=65)
-    assert default_workers_per_shard(wide, batch_size=16, n_workers=16) == 1
-    long = tiny_structure(encod_seq_len=100, recon_seq_len=100, gen_dim=64)
-    assert default_workers_per_shard(long, batch_size=100, n_workers=16) == 1
+def test_default_workers_per_shard_batches_every_worker_within_the_memory_budget():
+    medium = tiny_structure(
+        encod_data_dims=(50,),
+        recon_data_dims=(50,),
+        encod_seq_len=100,
+        recon_seq_len=100,
+        ic_enc_dim=64,
+        ci_enc_dim=32,
+        con_dim=32,
+        ic_dim=64,
+        gen_dim=100,
+        fac_dim=20,
+    )
+    assert default_workers_per_shard(medium, batch_size=100, n_workers=16) == 16
+    large = tiny_structure(
+        encod_data_dims=(100,),
+        recon_data_dims=(100,),
+        encod_seq_len=140,
+        recon_seq_len=140,
+        ic_enc_dim=128,
+        ci_enc_dim=64,
+        con_dim=64,
+        ic_dim=128,
+        gen_dim=200,
+        fac_dim=40,
+    )
+    per_shard = default_workers_per_shard(large, batch_size=256, n_workers=16)
+    assert 1 <= per_shard < 16
+    assert per_shard * activation_bytes_per_worker(large, 256) <= SHARD_MEMORY_BUDGET
+    assert default_workers_per_shard(large, batch_size=256, n_workers=1) == 1
 
 
 # ----------------------------------------------------------------------------- exploit copies

@@ -133,8 +133,6 @@ def auto_plan(
         device: "cpu", "cuda" or "cuda:i".
         cpus, gpus: override the counts of this machine (tests, or to plan for another machine).
     """
-    from autolfads.pbt.population import default_workers_per_shard  # the driver imports us
-
     n_workers = max(1, int(n_workers))
     if device.startswith("cuda"):
         shards = min(n_workers, max(1, _gpu_count() if gpus is None else int(gpus)))
@@ -143,7 +141,7 @@ def auto_plan(
         return n_workers, 1
     cores = cpu_count() if cpus is None else max(1, int(cpus))
     shards = min(n_workers, cores)
-    small = default_workers_per_shard(structure, batch_size, 2) == 2  # the driver's size rule
+    small = structure.gen_dim <= 64 and batch_size * structure.recon_seq_len <= 100 * 50
     threads = 1 if small else max(1, cores // shards)
     return math.ceil(n_workers / shards), threads
 
