@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from autolfads.analysis.metrics import bits_per_spike, r2_score
 from autolfads.data import SessionData
@@ -145,8 +145,6 @@ def fit_single_model(
 
 
 def _single_model(shard: Shard, cfg: DictConfig, sessions: Sequence[SessionData]) -> LFADS:
-    from omegaconf import OmegaConf
-
     hps = {name: float(v[0]) for name, v in shard.hp_table().items()}
     config = OmegaConf.to_container(cfg, resolve=True)
     return LFADS(shard.net, hps, config, [s.name for s in sessions])  # type: ignore[arg-type]
