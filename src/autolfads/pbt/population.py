@@ -150,13 +150,16 @@ class _Population:
         self.where = {w: (s, i) for s, ids in enumerate(shards) for i, w in enumerate(ids)}
 
     def hp_table(self) -> dict[str, np.ndarray]:
+        """name -> (K,) current HPs of the whole population."""
         return _merge(self.backend.call_all("hp_table", [()] * len(self.shards)))
 
     def set_hps(self, table: dict[str, np.ndarray]) -> None:
+        """Give every shard its workers' rows of `table` (name -> (K,))."""
         args = [({k: v[list(ids)] for k, v in table.items()},) for ids in self.shards]
         self.backend.call_all("set_hps", args)
 
     def worker_state(self, worker: int) -> dict:
+        """Weights, optimiser state and HPs of global worker `worker`."""
         s, i = self.where[worker]
         return self.backend.call(s, "worker_state", i)
 
@@ -295,6 +298,7 @@ class _Loop:
         self.save()
 
     def save(self) -> None:
+        """Checkpoint the population (pbt_state.pt, atomically)."""
         _save_state(
             self.out / STATE_FILE, self.cfg, self.state, self.rng, self.backend, len(self.shards)
         )
