@@ -126,3 +126,19 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# A tiny chaotic-RNN data set and model for end-to-end command tests (run, train, sample, demo).
+TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
+TINY_MODEL = [
+    "model.ic_enc_dim=4",
+    "model.ci_enc_dim=4",
+    "model.con_dim=4",
+    "model.co_dim=1",
+    "model.ic_dim=4",
+    "model.gen_dim=8",
+    "model.fac_dim=3",
+    "datamodule.batch_size=8",
+    "trainer.ramp_epochs=1",
+    "trainer.samples=2",
+]

@@ -5,23 +5,14 @@ from __future__ import annotations
 import zipfile
 
 import pytest
+from helpers import TINY_DATA, TINY_MODEL
 
 import autolfads.demo
 from autolfads.cli import main
 from autolfads.config import load_config
 
-TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
 TINY = [
-    "model.ic_enc_dim=4",
-    "model.ci_enc_dim=4",
-    "model.con_dim=4",
-    "model.co_dim=1",
-    "model.ic_dim=4",
-    "model.gen_dim=8",
-    "model.fac_dim=3",
-    "datamodule.batch_size=8",
-    "trainer.ramp_epochs=1",
-    "trainer.samples=2",
+    *TINY_MODEL,
     "pbt.num_workers=3",
     "pbt.burn_in_period=1",
     "pbt.perturbation_interval=1",

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import TINY_DATA, TINY_MODEL
 
 from autolfads import LFADS
 from autolfads.cli import main
@@ -19,18 +20,8 @@ from autolfads.data.synthetic import simulate_to_file
 from autolfads.errors import UsageError
 from autolfads.workflow import ZIP_NAME, load_sessions, prepare_out_dir, write_zip
 
-TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
 TINY = [
-    "model.ic_enc_dim=4",
-    "model.ci_enc_dim=4",
-    "model.con_dim=4",
-    "model.co_dim=1",
-    "model.ic_dim=4",
-    "model.gen_dim=8",
-    "model.fac_dim=3",
-    "datamodule.batch_size=8",
-    "trainer.ramp_epochs=1",
-    "trainer.samples=2",
+    *TINY_MODEL,
     "pbt.backend=inline",  # Ray has its own tests (tests/pbt/test_ray_backend.py)
 ]
 

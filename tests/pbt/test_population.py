@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import default_hps, tiny_settings, tiny_structure
+from helpers import TINY_DATA, default_hps, tiny_settings, tiny_structure
 
 from autolfads.data import read_sessions
 from autolfads.data.synthetic import simulate_to_file
@@ -22,7 +22,6 @@ from autolfads.pbt.population import (
 from autolfads.pbt.runner import ShardSpec
 
 N_WORKERS = 4
-TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
 
 
 # ----------------------------------------------------------------------------- plan_shards

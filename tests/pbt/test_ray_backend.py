@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import default_hps, tiny_settings, tiny_structure
+from helpers import TINY_DATA, default_hps, tiny_settings, tiny_structure
 
 from autolfads.data import read_sessions
 from autolfads.data.synthetic import simulate_to_file
@@ -30,7 +30,6 @@ from autolfads.pbt.ray_backend import RayBackend, start_ray  # noqa: E402
 N_WORKERS = 4
 PER_SHARD = 2
 BOGUS_ADDRESS = "not-a-ray-address"  # ray.init fails at once on it, were it ever used
-TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
 
 
 # ----------------------------------------------------------------------------- fixtures

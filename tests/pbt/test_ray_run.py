@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from helpers import TINY_DATA, TINY_MODEL
 
 from autolfads.cli import main
 from autolfads.data.synthetic import simulate_to_file
@@ -12,18 +13,8 @@ from autolfads.data.synthetic import simulate_to_file
 ray = pytest.importorskip("ray")
 from autolfads.pbt import ray_backend  # noqa: E402
 
-TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
 TINY = [
-    "model.ic_enc_dim=4",
-    "model.ci_enc_dim=4",
-    "model.con_dim=4",
-    "model.co_dim=1",
-    "model.ic_dim=4",
-    "model.gen_dim=8",
-    "model.fac_dim=3",
-    "datamodule.batch_size=8",
-    "trainer.ramp_epochs=1",
-    "trainer.samples=2",
+    *TINY_MODEL,
     "pbt.num_workers=4",
     "pbt.workers_per_shard=2",
     "pbt.burn_in_period=1",

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import TINY_DATA, TINY_MODEL
 from omegaconf import OmegaConf
 
 from autolfads import LFADS
@@ -23,18 +24,8 @@ from autolfads.pbt.backends import InlineBackend
 from autolfads.pbt.runner import ShardRunner
 
 N_WORKERS = 4
-TINY_DATA = ["n_conditions=6", "trials_per_condition=5", "n_steps=12", "n_neurons=8"]
 TINY = [
-    "model.ic_enc_dim=4",
-    "model.ci_enc_dim=4",
-    "model.con_dim=4",
-    "model.co_dim=1",
-    "model.ic_dim=4",
-    "model.gen_dim=8",
-    "model.fac_dim=3",
-    "datamodule.batch_size=8",
-    "trainer.ramp_epochs=1",
-    "trainer.samples=2",
+    *TINY_MODEL,
     "pbt.backend=inline",  # Ray has its own tests (tests/pbt/test_ray_backend.py)
     f"pbt.num_workers={N_WORKERS}",
     "pbt.burn_in_period=1",
