@@ -62,7 +62,7 @@ def test_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys):
     assert not (tmp_path / "sim.h5").exists()
 
 
-@pytest.mark.parametrize("command", ["report", "evaluate", "fixed-points"])
+@pytest.mark.parametrize("command", ["report", "fixed-points"])
 def test_unbuilt_commands_exit_2_saying_so(command, capsys):
     assert main([command, "somewhere"]) == 2
     assert "not built yet" in one_error_line(capsys.readouterr().err)

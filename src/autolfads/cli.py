@@ -62,6 +62,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from autolfads.analysis.evaluate import evaluate_command
+
+    return evaluate_command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from autolfads.demo import demo_command
 
@@ -120,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics to stdout and OUT/metrics.json")
     p.add_argument("out")
-    p.set_defaults(func=_not_built("evaluate", "issue: analysis and reporting"))
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("fixed-points", help="slow points of a trained generator")
     p.add_argument("ckpt")
