@@ -12,9 +12,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from autolfads._atomic import atomic_path
-from autolfads.config import DATA_DIM_KEYS, load_config
+from autolfads.config import check_data_dims, load_config
 from autolfads.data import SessionData, read_sessions, write_session_outputs
-from autolfads.errors import ConfigError, UsageError
+from autolfads.errors import UsageError
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.posterior import as_output_datasets
 
@@ -68,16 +68,7 @@ def load_sessions(paths: Sequence[str], cfg: DictConfig) -> list[SessionData]:
         batch_size=int(cfg.datamodule.batch_size),
     )
     for sess in sessions:
-        dims = sess.dims.as_dict()
-        for key in DATA_DIM_KEYS:
-            stated = cfg.model.get(key)
-            if stated is not None and int(stated) != dims[key]:
-                raise ConfigError(
-                    f"config model.{key}={stated} disagrees with {sess.path}, which has {key}={dims[key]}"
-                )
-    if len(sessions) == 1:
-        for key, value in sessions[0].dims.as_dict().items():
-            cfg.model[key] = value
+        check_data_dims(cfg, sess.dims.as_dict(), source=str(sess.path), fill=len(sessions) == 1)
     return sessions
 
 

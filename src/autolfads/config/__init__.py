@@ -93,17 +93,25 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split("\n")[0:1]).strip() or type(err).__name__
 
 
-def check_data_dims(cfg: DictConfig, dims: dict[str, int]) -> None:
-    """Fill `cfg.model.<dim>` from the data, or raise if the config states a different value.
+def check_data_dims(
+    cfg: DictConfig, dims: dict[str, int], source: str = "the data", fill: bool = True
+) -> None:
+    """Raise if the config states a data dimension other than `dims`; then (if `fill`) fill them in.
+
+    Args:
+        source: what `dims` were read from, for the message (e.g. the file name).
+        fill: write the dimensions into `cfg.model` (one session; several sessions differ).
 
     Raises:
-        ConfigError: naming the key, the configured value and the value found in the data.
+        ConfigError: naming the key, the configured value and the value found in `source`.
     """
     for key in DATA_DIM_KEYS:
         stated = cfg.model.get(key)
         found = int(dims[key])
         if stated is not None and int(stated) != found:
             raise ConfigError(
-                f"config model.{key}={stated} disagrees with the data, which has {key}={found}"
+                f"config model.{key}={stated} disagrees with {source}, which has {key}={found}"
             )
-        cfg.model[key] = found
+    if fill:
+        for key in DATA_DIM_KEYS:
+            cfg.model[key] = int(dims[key])

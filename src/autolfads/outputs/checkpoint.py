@@ -18,7 +18,7 @@ from autolfads.data import SessionData
 from autolfads.errors import DataError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.structure import LFADSStructure
-from autolfads.outputs.posterior import session_posterior
+from autolfads.outputs.posterior import all_sessions_posterior
 from autolfads.train.data import to_tensors
 
 __all__ = ["LFADS", "CHECKPOINT_FORMAT"]
@@ -118,4 +118,4 @@ class LFADS:
         torch.manual_seed(seed)
         device = next(self.network.parameters()).device
         data = to_tensors(sessions, device)
-        return [session_posterior(self.network, d, i, n_samples) for i, d in enumerate(data)]
+        return all_sessions_posterior(self.network, data, n_samples)

@@ -251,10 +251,9 @@ def run_pbt(
     try:
         if resume and (out / STATE_FILE).exists():
             loop.restore()
-            if loop.state.stop_reason and not _stop_decision(cfg, loop.state).stop:
-                loop.state.stop_reason = (
-                    ""  # a finished run resumed with a looser stop rule trains on
-                )
+            # a finished run resumed with a looser stop rule trains on
+            if not _stop_decision(cfg, loop.state.best_per_generation).stop:
+                loop.state.stop_reason = ""
         elif resume:
             raise UsageError(f"--resume: {out / STATE_FILE} not found; nothing to resume")
         else:  # the starting population, so that even generation 0 can be resumed or redone
@@ -354,13 +353,7 @@ class _Loop:
         self._update_best(scores)
         finite = scores[np.isfinite(scores)]
         best_now = float(finite.min()) if finite.size else np.nan
-        decision = should_stop(
-            [*state.best_per_generation, best_now],
-            patience=int(cfg.pbt.patience),
-            min_improvement_ratio=float(cfg.pbt.min_improvement_ratio),
-            generation=state.generation + 1,
-            max_generations=int(cfg.pbt.max_generations),
-        )
+        decision = _stop_decision(cfg, [*state.best_per_generation, best_now])
         if decision.stop:
             sources, new_table = np.arange(n), hps_now
         else:
@@ -417,13 +410,13 @@ class _Loop:
             self.state.best_state = self.population.worker_state(w)
 
 
-def _stop_decision(cfg: DictConfig, state: _PopulationState, finished: int | None = None):
-    """The stop rule on the generations finished so far (`finished`, default state.generation)."""
+def _stop_decision(cfg: DictConfig, best_per_generation: Sequence[float]):
+    """The stop rule after the generations whose best scores are `best_per_generation`."""
     return should_stop(
-        state.best_per_generation,
+        best_per_generation,
         patience=int(cfg.pbt.patience),
         min_improvement_ratio=float(cfg.pbt.min_improvement_ratio),
-        generation=state.generation if finished is None else finished,
+        generation=len(best_per_generation),
         max_generations=int(cfg.pbt.max_generations),
     )
 
