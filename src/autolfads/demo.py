@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from autolfads.analysis.metrics import r2_score
+from autolfads.analysis.evaluate import evaluate_run
 from autolfads.config import load_config
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.population import run_pbt
@@ -42,8 +42,7 @@ def demo_command(args: argparse.Namespace) -> int:
         return 130
     write_final_outputs(out, result.model, sessions, cfg, out / "fitlog.csv")
     minutes = (time.perf_counter() - start) / 60
-    rates = result.model.posterior(sessions, n_samples=int(cfg.trainer.samples))[0]
-    r2 = r2_score(sessions[0].truth["valid"], rates["valid"]["output_params"])
+    r2 = evaluate_run(out)["sess0"]["valid/r2"]  # from the outputs just written
     b = result.best
     print(
         f"\ndone in {minutes:.1f} min: {result.generations} generations ({result.stop_reason}).\n"
