@@ -18,7 +18,17 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["gru_step", "gru_sequence", "gru_step_reference"]
+_aten = torch.ops.aten
+
+__all__ = [
+    "gru_step",
+    "gru_sequence",
+    "gru_step_reference",
+    "gru_forward_parts",
+    "gru_backward_parts",
+    "GRUTape",
+    "time_sum",
+]
 
 
 def gru_step_reference(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) -> Tensor:
@@ -30,7 +40,8 @@ def gru_step_reference(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, cli
     return F.hardtanh(c + u * (h - c), -clip, clip)
 
 
-def _forward(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float):
+def gru_forward_parts(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float):
+    """One step plus what its backward needs: (h', ru, r*h, c, inside-the-clip mask)."""
     n = h.shape[-1]
     ru = torch.sigmoid(torch.baddbmm(x[..., : 2 * n], h, w_gate))
     r, u = ru[..., :n], ru[..., n:]
@@ -41,7 +52,7 @@ def _forward(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float):
     return pre.clamp(-clip, clip), ru, rh, c, inside
 
 
-def _backward_step(g_out, h, ru, rh, c, inside, w_gate_t, w_cand_t):
+def gru_backward_parts(g_out, h, ru, rh, c, inside, w_gate_t, w_cand_t):
     """Gradients of one step: (g_x (K, B, 3H) = [g wrt the r/u pre-activations, g wrt the candidate's],
     g_h (K, B, H)). Written into one buffer to avoid concatenations."""
     n = h.shape[-1]
@@ -61,14 +72,14 @@ def _backward_step(g_out, h, ru, rh, c, inside, w_gate_t, w_cand_t):
 class _GRUStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h, w_gate, w_cand, clip):  # type: ignore[override]
-        out, ru, rh, c, inside = _forward(x, h, w_gate, w_cand, clip)
+        out, ru, rh, c, inside = gru_forward_parts(x, h, w_gate, w_cand, clip)
         ctx.save_for_backward(h, ru, rh, c, inside, w_gate, w_cand)
         return out
 
     @staticmethod
     def backward(ctx, g_out):  # type: ignore[override]
         h, ru, rh, c, inside, w_gate, w_cand = ctx.saved_tensors
-        g_x, g_h = _backward_step(
+        g_x, g_h = gru_backward_parts(
             g_out, h, ru, rh, c, inside, w_gate.transpose(1, 2), w_cand.transpose(1, 2)
         )
         n = h.shape[-1]
@@ -93,56 +104,92 @@ def gru_step(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) 
     return _GRUStep.apply(x, h, w_gate, w_cand, float(clip))
 
 
+class GRUTape:
+    """A clipped-GRU run recorded time-major for a hand-written backward, without autograd.
+
+    Buffers (T steps, K workers, B rows, H units), written in place by `step`:
+    `states` (T + 1, K, B, H) with states[0] = h0, `ru` (T, K, B, 2H) gate values, `rh` (T, K, B, H)
+    reset-gated states, `cand` (T, K, B, H) candidates, `pre` (T, K, B, H) states before clipping.
+    `backward_step` runs the chain rule of one step on these cached values.
+    """
+
+    def __init__(self, h0: Tensor, steps: int, clip: float) -> None:
+        k, b, n = h0.shape
+        self.clip, self.n = clip, n
+        self.states = h0.new_empty(steps + 1, k, b, n)
+        self.states[0] = h0
+        self.ru = h0.new_empty(steps, k, b, 2 * n)
+        self.rh = h0.new_empty(steps, k, b, n)
+        self.cand = h0.new_empty(steps, k, b, n)
+        self.pre = h0.new_empty(steps, k, b, n)
+
+    def step(self, t: int, x: Tensor, w_gate: Tensor, w_cand: Tensor) -> Tensor:
+        """State after step t from the projected input x (K, B, 3H); returns states[t + 1]."""
+        n, h = self.n, self.states[t]
+        ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[t]).sigmoid_()
+        rh = torch.mul(ru[..., :n], h, out=self.rh[t])
+        c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[t]).tanh_()
+        pre = torch.lerp(c, h, ru[..., n:], out=self.pre[t])  # c + u (h - c)
+        return torch.clamp(pre, -self.clip, self.clip, out=self.states[t + 1])
+
+    def backward_step(
+        self, t: int, g: Tensor, g_x: Tensor, w_gate_t: Tensor, w_cand_t: Tensor
+    ) -> Tensor:
+        """Write the gradient wrt step t's projected input into g_x (K, B, 3H); return d/dh_{t-1}.
+
+        g: (K, B, H) gradient wrt states[t + 1].  w_gate_t, w_cand_t: transposed recurrent weights.
+        Uses ATen's fused derivative kernels (one pass each) on the step's cached values:
+        d/d(candidate pre-act.) = g (1 - u)(1 - c^2);  d/d(update pre-act.) = g (h - c) u (1 - u);
+        d/d(reset pre-act.) = (g_c W_c^T) h r (1 - r);  d/dh = g u + (g_c W_c^T) r + g_ru W_g^T
+        (g zero where the state was clipped).
+        """
+        n, h, c = self.n, self.states[t], self.cand[t]
+        r, u = self.ru[t, ..., :n], self.ru[t, ..., n:]
+        g = _aten.hardtanh_backward(g, self.pre[t], -self.clip, self.clip)
+        g_ru, g_c = g_x[..., : 2 * n], g_x[..., 2 * n :]
+        _aten.tanh_backward.grad_input(torch.addcmul(g, g, u, value=-1.0), c, grad_input=g_c)
+        g_rh = torch.bmm(g_c, w_cand_t)
+        _aten.sigmoid_backward.grad_input(g_rh * h, r, grad_input=g_x[..., :n])
+        _aten.sigmoid_backward.grad_input(g * (h - c), u, grad_input=g_x[..., n : 2 * n])
+        g_h = torch.mul(g, u).addcmul_(g_rh, r)
+        return g_h.baddbmm_(g_ru, w_gate_t)
+
+    def weight_grads(self, g_xs: Tensor) -> tuple[Tensor, Tensor]:
+        """Gradients of (w_gate, w_cand) from every step's input gradient g_xs (T, K, B, 3H)."""
+        n = self.n
+        g_w_gate = time_sum(self.states[:-1], g_xs[..., : 2 * n])
+        g_w_cand = time_sum(self.rh, g_xs[..., 2 * n :])
+        return g_w_gate, g_w_cand
+
+
+def time_sum(a: Tensor, b: Tensor) -> Tensor:
+    """sum over steps and rows of a^T b: a (T, K, B, I), b (T, K, B, J) -> (K, I, J)."""
+    return torch.einsum("tkbi,tkbj->kij", a, b)
+
+
 class _GRUSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xs, h0, w_gate, w_cand, clip):  # type: ignore[override]
-        h = h0
-        hs, rus, rhs, cs, ins = [], [], [], [], []
-        for x in xs.unbind(2):
-            hs.append(h)
-            h, ru, rh, c, inside = _forward(x, h, w_gate, w_cand, clip)
-            rus.append(ru)
-            rhs.append(rh)
-            cs.append(c)
-            ins.append(inside)
-        states = torch.stack(hs[1:] + [h], dim=2)  # (K, B, T, H)
-        ctx.save_for_backward(
-            torch.stack(hs, 2),
-            torch.stack(rus, 2),
-            torch.stack(rhs, 2),
-            torch.stack(cs, 2),
-            torch.stack(ins, 2),
-            w_gate,
-            w_cand,
-        )
-        return states
+        steps = xs.shape[2]
+        tape = GRUTape(h0, steps, clip)
+        for t in range(steps):
+            tape.step(t, xs[:, :, t], w_gate, w_cand)
+        ctx.tape = tape
+        ctx.save_for_backward(w_gate, w_cand)
+        return tape.states[1:].permute(1, 2, 0, 3)  # (K, B, T, H)
 
     @staticmethod
     def backward(ctx, g_states):  # type: ignore[override]
-        h_prev, ru, rh, c, inside, w_gate, w_cand = ctx.saved_tensors
-        k, b, t, n = h_prev.shape
+        tape: GRUTape = ctx.tape
+        w_gate, w_cand = ctx.saved_tensors
         w_gate_t, w_cand_t = w_gate.transpose(1, 2), w_cand.transpose(1, 2)
-        g_xs = [None] * t
-        carry = torch.zeros_like(h_prev[:, :, 0])
-        for i in range(t - 1, -1, -1):
-            g_xs[i], carry = _backward_step(
-                g_states[:, :, i] + carry,
-                h_prev[:, :, i],
-                ru[:, :, i],
-                rh[:, :, i],
-                c[:, :, i],
-                inside[:, :, i],
-                w_gate_t,
-                w_cand_t,
-            )
-        g_xs = torch.stack(g_xs, dim=2)  # (K, B, T, 3H)
-        g_ru_pre, g_c_pre = g_xs[..., : 2 * n], g_xs[..., 2 * n :]
-        flat = (k, b * t)
-        g_w_gate = torch.bmm(
-            h_prev.reshape(*flat, n).transpose(1, 2), g_ru_pre.reshape(*flat, 2 * n)
-        )
-        g_w_cand = torch.bmm(rh.reshape(*flat, n).transpose(1, 2), g_c_pre.reshape(*flat, n))
-        return g_xs, carry, g_w_gate, g_w_cand, None
+        steps, k, b, n = tape.rh.shape
+        g_xs = g_states.new_empty(steps, k, b, 3 * n)
+        carry = g_states.new_zeros(k, b, n)
+        for t in range(steps - 1, -1, -1):
+            carry = tape.backward_step(t, g_states[:, :, t] + carry, g_xs[t], w_gate_t, w_cand_t)
+        g_w_gate, g_w_cand = tape.weight_grads(g_xs)
+        return g_xs.permute(1, 2, 0, 3), carry, g_w_gate, g_w_cand, None
 
 
 def gru_sequence(xs: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) -> Tensor:

@@ -26,6 +26,7 @@ from autolfads.model.batched import (
     normal_like,
     worker_dropout,
 )
+from autolfads.model.generator_loop import LoopWeights, controlled_generator
 from autolfads.model.observations import ObservationModel, build_observation_model
 from autolfads.model.priors import AR1Prior, GaussianICPrior
 from autolfads.model.structure import LFADSStructure
@@ -217,59 +218,41 @@ class LFADSNetwork(nn.Module):
         ext = None
         if ext_input is not None and s.ext_input_dim > 0:
             ext = ext_input.unsqueeze(0).expand(k, *ext_input.shape)  # (K, B, T_rec, E)
-        gen_x = self.generator.project_input(ext, (b, t_rec)).unbind(2)  # T_rec x (K, B, 3G)
+        gen_x = self.generator.project_input(ext, (b, t_rec))  # (K, B, T_rec, 3G)
+        # Dropout on the generator states (before the factors), masks for all steps drawn at once.
+        masks = None
+        if drop:
+            ones = gen_init.new_ones(k, b, t_rec + 1, s.gen_dim)
+            masks = worker_dropout(ones, rate, drop, generator)
+        empty = gen_init.new_zeros(k, b, t_rec, 0)
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each
             ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop, generator)
-            con_x = self.controller.project_input(ci, (b, t_rec)).unbind(2)
-            con_h = self.con_h0.unsqueeze(1).expand(k, b, s.con_dim)
-            co_noise = torch.randn(
-                k, b, t_rec, s.co_dim, device=x.device, dtype=x.dtype, generator=generator
+            con_x = self.controller.project_input(ci, (b, t_rec))
+            co_noise = None
+            if sample:
+                co_noise = torch.randn(
+                    k, b, t_rec, s.co_dim, device=x.device, dtype=x.dtype, generator=generator
+                )
+            gen_states, con_states, co_raw, co_sample = controlled_generator(
+                con_x,
+                gen_x,
+                gen_init,
+                self.con_h0.unsqueeze(1).expand(k, b, s.con_dim),
+                self._loop_weights(),
+                masks,
+                co_noise,
+                s.cell_clip,
             )
-            co_noise = co_noise.unbind(2) if sample else None
+            co_mean, co_var = _gaussian_params(co_raw)
+        else:
+            gen_states = self.generator.sequence(gen_x, gen_init)
+            con_states = co_mean = co_var = co_sample = empty
+        dropped_states = gen_states * masks[:, :, 1:] if masks is not None else gen_states
 
-        # Dropout on the generator states (before the factors), masks for all steps drawn at once.
-        gen_masks = None
-        if drop:
-            ones = gen_init.new_ones(k, b, t_rec + 1, s.gen_dim)
-            gen_masks = worker_dropout(ones, rate, drop, generator).unbind(2)
-        gen_h = gen_init
-        dropped_h = gen_h * gen_masks[0] if gen_masks else gen_h
-        if s.use_controller:
-            # factors fed back to the controller: dropped g -> factors -> controller input, in one map
-            feedback = torch.bmm(
-                self.factor_readout.normalized_weight(), self.factors_to_con.weight
-            )
-        gen_states, dropped_states, con_states, co_means, co_vars, co_samples = (
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-        )
-        for step in range(t_rec):
-            gen_in = gen_x[step]
-            if s.use_controller:
-                con_in = con_x[step] + torch.bmm(dropped_h, feedback)
-                con_h = self.controller.step(con_in, con_h)
-                co_mean, co_var = _gaussian_params(self.co_posterior(con_h))
-                u = co_mean + co_noise[step] * co_var.sqrt() if sample else co_mean
-                gen_in = gen_in + self.co_to_gen(u)
-                con_states.append(con_h)
-                co_means.append(co_mean)
-                co_vars.append(co_var)
-                co_samples.append(u)
-            gen_h = self.generator.step(gen_in, gen_h)
-            dropped_h = gen_h * gen_masks[step + 1] if gen_masks else gen_h
-            gen_states.append(gen_h)
-            dropped_states.append(dropped_h)
-
-        factors_seq = self.factor_readout(torch.stack(dropped_states, dim=2))  # (K, B, T, F)
+        factors_seq = self.factor_readout(dropped_states)  # (K, B, T, F)
         n_rec = s.recon_data_dims[session]
         params = self.readout[session](factors_seq).reshape(k, b, t_rec, n_rec, -1)
-        empty = factors_seq.new_zeros(k, b, t_rec, 0)
-        co_sample = torch.stack(co_samples, 2) if co_samples else empty
         gen_inputs = co_sample if ext is None else torch.cat([co_sample, ext], dim=-1)
         return LFADSOutput(
             params=params,
@@ -277,10 +260,25 @@ class LFADSNetwork(nn.Module):
             ic_mean=ic_mean,
             ic_var=ic_var,
             gen_init=gen_init,
-            gen_states=torch.stack(gen_states, dim=2),
+            gen_states=gen_states,
             gen_inputs=gen_inputs,
-            con_states=torch.stack(con_states, 2) if con_states else empty,
-            co_mean=torch.stack(co_means, 2) if co_means else empty,
-            co_var=torch.stack(co_vars, 2) if co_vars else empty,
+            con_states=con_states,
+            co_mean=co_mean,
+            co_var=co_var,
             co_sample=co_sample,
+        )
+
+    def _loop_weights(self) -> LoopWeights:
+        """The weights of the controller-generator recurrence."""
+        # factors fed back to the controller: dropped g -> factors -> controller input, in one map
+        feedback = torch.bmm(self.factor_readout.normalized_weight(), self.factors_to_con.weight)
+        return LoopWeights(
+            feedback=feedback,
+            con_gate=self.controller.gate_weight,
+            con_cand=self.controller.candidate_weight,
+            co_weight=self.co_posterior.weight,
+            co_bias=self.co_posterior.bias,
+            co_to_gen=self.co_to_gen.weight,
+            gen_gate=self.generator.gate_weight,
+            gen_cand=self.generator.candidate_weight,
         )

@@ -1,0 +1,237 @@
+"""The controller-generator recurrence of LFADS as one autograd node with a hand-written backward.
+
+Per step t (K workers, B trials; C controller units, G generator units, U inferred inputs):
+
+    con_in_t = x^con_t + d_{t-1} W_fb              d_{t-1}: dropped-out generator state, W_fb (G, 3C)
+    c_t      = GRU_con(con_in_t, c_{t-1})
+    raw_t    = c_t W_co + b_co                    (2U): posterior mean and log-variance of u_t
+    u_t      = mean_t + eps_t * exp(logvar_t / 2)  (logvar clamped to [-20, 20]; eps_t = 0: the mean)
+    gen_in_t = x^gen_t + u_t W_ug                  W_ug (U, 3G)
+    g_t      = GRU_gen(gen_in_t, g_{t-1})
+    d_t      = g_t * m_{t+1}                       m: dropout masks (d_{-1} = g_init * m_0)
+
+Autograd would record ~30 nodes per step and replay them one by one; here the forward loop records
+nothing, the backward loop runs the per-step chain rule by hand, and every weight gradient is one
+matmul over all T steps afterwards. `controlled_generator_reference` is the same recurrence in plain
+autograd, kept as the oracle for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from autolfads.model.gru_kernels import GRUTape, gru_step_reference, time_sum
+
+__all__ = ["LoopWeights", "controlled_generator", "controlled_generator_reference"]
+
+LOGVAR_BOUND = 20.0
+
+
+@dataclass
+class LoopWeights:
+    """The weights the recurrence uses, each with a leading worker axis K."""
+
+    feedback: Tensor  # (K, G, 3C) dropped generator state -> controller input
+    con_gate: Tensor  # (K, C, 2C) controller recurrent weights of the reset/update gates
+    con_cand: Tensor  # (K, C, C) controller recurrent weights of the candidate
+    co_weight: Tensor  # (K, C, 2U) controller state -> posterior mean and log-variance of u
+    co_bias: Tensor  # (K, 2U)
+    co_to_gen: Tensor  # (K, U, 3G) inferred input -> generator input
+    gen_gate: Tensor  # (K, G, 2G)
+    gen_cand: Tensor  # (K, G, G)
+
+    def as_tuple(self) -> tuple[Tensor, ...]:
+        """The weights in declaration order."""
+        return (
+            self.feedback,
+            self.con_gate,
+            self.con_cand,
+            self.co_weight,
+            self.co_bias,
+            self.co_to_gen,
+            self.gen_gate,
+            self.gen_cand,
+        )
+
+
+def _sample(raw: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """u = mean + noise * std from raw (K, B, 2U); also std (None when noise is None)."""
+    n = raw.shape[-1] // 2
+    mean = raw[..., :n]
+    if noise is None:
+        return mean, None
+    std = torch.exp(0.5 * raw[..., n:].clamp(-LOGVAR_BOUND, LOGVAR_BOUND))
+    return torch.addcmul(mean, noise, std), std
+
+
+class _ControlledGenerator(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, con_x, gen_x, gen_init, con_h0, masks, noise, clip, *weights):  # type: ignore[override]
+        fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
+        steps, n_u = con_x.shape[2], co_w.shape[-1] // 2
+        k, b, _ = gen_init.shape
+        con, gen = GRUTape(con_h0, steps, clip), GRUTape(gen_init, steps, clip)
+        raw = gen_init.new_empty(steps, k, b, 2 * n_u)
+        us = gen_init.new_empty(steps, k, b, n_u)
+        std = gen_init.new_empty(steps, k, b, n_u) if noise is not None else None
+        if masks is not None:  # dropped-out generator states fed back: dropped[t] = g_{t-1} m_t
+            dropped = gen_init.new_empty(steps, k, b, gen_init.shape[-1])
+            torch.mul(gen_init, masks[:, :, 0], out=dropped[0])
+        else:
+            dropped = gen.states
+        co_b = co_b.unsqueeze(1)
+        for t in range(steps):
+            con_in = torch.baddbmm(con_x[:, :, t], dropped[t], fb)
+            c = con.step(t, con_in, con_gate, con_cand)
+            torch.baddbmm(co_b, c, co_w, out=raw[t])
+            if std is not None:
+                lv = torch.clamp(raw[t, ..., n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=std[t])
+                torch.addcmul(raw[t, ..., :n_u], noise[:, :, t], lv.mul_(0.5).exp_(), out=us[t])
+            else:
+                us[t] = raw[t, ..., :n_u]
+            gen_in = torch.baddbmm(gen_x[:, :, t], us[t], co_to_gen)
+            g = gen.step(t, gen_in, gen_gate, gen_cand)
+            if masks is not None and t + 1 < steps:
+                torch.mul(g, masks[:, :, t + 1], out=dropped[t + 1])
+        ctx.tapes = (con, gen, raw, us, std, dropped)
+        ctx.save_for_backward(
+            masks if masks is not None else torch.empty(0),
+            noise if noise is not None else torch.empty(0),
+            *weights,
+        )
+        ctx.has_masks = masks is not None
+
+        def batch_major(x: Tensor) -> Tensor:
+            return x.permute(1, 2, 0, 3)
+
+        return (
+            batch_major(gen.states[1:]),
+            batch_major(con.states[1:]),
+            batch_major(raw),
+            batch_major(us),
+        )
+
+    @staticmethod
+    def backward(ctx, g_gen, g_con, g_raw, g_u):  # type: ignore[override]
+        con, gen, raw, us, std, dropped = ctx.tapes
+        masks, noise, *weights = ctx.saved_tensors
+        masks = masks if ctx.has_masks else None
+        fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
+        steps, k, b, n_u = us.shape
+
+        def t_(w: Tensor) -> Tensor:
+            return w.transpose(1, 2)
+
+        g_gen_x = g_gen.new_empty(steps, k, b, 3 * gen.n)
+        g_con_x = g_gen.new_empty(steps, k, b, 3 * con.n)
+        g_raws = g_gen.new_zeros(steps, k, b, 2 * n_u)
+        coef_logvar = None
+        if std is not None:  # d u / d logvar = noise * std / 2 inside the clamp
+            lv = raw[..., n_u:]
+            in_range = (lv >= -LOGVAR_BOUND) & (lv <= LOGVAR_BOUND)
+            coef_logvar = 0.5 * noise.permute(2, 0, 1, 3) * std * in_range
+        carry_g = g_gen.new_zeros(k, b, gen.n)
+        carry_c = g_gen.new_zeros(k, b, con.n)
+        for t in range(steps - 1, -1, -1):
+            g_g_prev = gen.backward_step(
+                t, carry_g + g_gen[:, :, t], g_gen_x[t], t_(gen_gate), t_(gen_cand)
+            )
+            grad_raw = g_raws[t]
+            grad_u = torch.baddbmm(g_u[:, :, t], g_gen_x[t], t_(co_to_gen), out=grad_raw[..., :n_u])
+            if coef_logvar is not None:
+                torch.mul(grad_u, coef_logvar[t], out=grad_raw[..., n_u:])
+            grad_raw += g_raw[:, :, t]
+            grad_c = torch.baddbmm(g_con[:, :, t], grad_raw, t_(co_w)).add_(carry_c)
+            carry_c = con.backward_step(t, grad_c, g_con_x[t], t_(con_gate), t_(con_cand))
+            grad_d = torch.bmm(g_con_x[t], t_(fb))  # gradient wrt dropped[t] = g_{t-1} m_t
+            if masks is not None:
+                grad_d.mul_(masks[:, :, t])
+            carry_g = g_g_prev.add_(grad_d)
+
+        g_con_gate, g_con_cand = con.weight_grads(g_con_x)
+        g_gen_gate, g_gen_cand = gen.weight_grads(g_gen_x)
+        grads_w = (
+            time_sum(dropped[:steps], g_con_x),
+            g_con_gate,
+            g_con_cand,
+            time_sum(con.states[1:], g_raws),
+            g_raws.sum(dim=(0, 2)),
+            time_sum(us, g_gen_x),
+            g_gen_gate,
+            g_gen_cand,
+        )
+        return (
+            g_con_x.permute(1, 2, 0, 3),
+            g_gen_x.permute(1, 2, 0, 3),
+            carry_g,
+            carry_c,
+            None,
+            None,
+            None,
+            *grads_w,
+        )
+
+
+def controlled_generator(
+    con_x: Tensor,
+    gen_x: Tensor,
+    gen_init: Tensor,
+    con_h0: Tensor,
+    weights: LoopWeights,
+    masks: Tensor | None,
+    noise: Tensor | None,
+    clip: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Run the controller and the generator together over T steps (see the module docstring).
+
+    Args:
+        con_x: (K, B, T, 3C) projected controller inputs (encoder part, bias included).
+        gen_x: (K, B, T, 3G) projected generator inputs (external inputs and bias).
+        gen_init: (K, B, G) initial generator state g_{-1}.
+        con_h0: (K, B, C) initial controller state.
+        weights: the recurrence's weights.
+        masks: (K, B, T + 1, G) dropout masks of the generator state (already scaled), or None.
+        noise: (K, B, T, U) standard normal draws for the inferred inputs, or None to use the means.
+        clip: state bound of both GRUs.
+    Returns:
+        gen_states (K, B, T, G), con_states (K, B, T, C), co_raw (K, B, T, 2U) posterior means and
+        log-variances, co_sample (K, B, T, U) inferred inputs fed to the generator.
+    """
+    return _ControlledGenerator.apply(
+        con_x, gen_x, gen_init, con_h0, masks, noise, float(clip), *weights.as_tuple()
+    )
+
+
+def controlled_generator_reference(
+    con_x: Tensor,
+    gen_x: Tensor,
+    gen_init: Tensor,
+    con_h0: Tensor,
+    weights: LoopWeights,
+    masks: Tensor | None,
+    noise: Tensor | None,
+    clip: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`controlled_generator` step by step in plain autograd (the test oracle)."""
+    w = weights
+    d = gen_init * masks[:, :, 0] if masks is not None else gen_init
+    g, c = gen_init, con_h0
+    gens, cons, raws, us = [], [], [], []
+    for t in range(con_x.shape[2]):
+        c = gru_step_reference(
+            con_x[:, :, t] + torch.bmm(d, w.feedback), c, w.con_gate, w.con_cand, clip
+        )
+        raw = torch.bmm(c, w.co_weight) + w.co_bias.unsqueeze(1)
+        u, _ = _sample(raw, noise[:, :, t] if noise is not None else None)
+        g = gru_step_reference(
+            gen_x[:, :, t] + torch.bmm(u, w.co_to_gen), g, w.gen_gate, w.gen_cand, clip
+        )
+        d = g * masks[:, :, t + 1] if masks is not None else g
+        gens.append(g)
+        cons.append(c)
+        raws.append(raw)
+        us.append(u)
+    return tuple(torch.stack(x, dim=2) for x in (gens, cons, raws, us))  # type: ignore[return-value]
