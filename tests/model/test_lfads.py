@@ -361,3 +361,26 @@ def test_every_observation_model_trains_end_to_end(reconstruction, co_dim):
     loss.sum().backward()
     assert torch.isfinite(net.factor_readout.weight.grad).all()
     assert net.factor_readout.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("co_dim", [0, 2])
+def test_samples_per_trial_equal_repeating_the_trials(co_dim):
+    """samples=S runs the encoders once per trial and gives what S repeated trials give."""
+    structure = dataclasses.replace(tiny_structure(), co_dim=co_dim, ext_input_dim=1)
+    net = _perturbed_network(structure, K, seed=3).eval()
+    s = 4
+    encod = poisson_counts((K, B, structure.encod_seq_len, structure.encod_data_dims[0]), seed=5)
+    ext = torch.randn(B, structure.recon_seq_len, 1, generator=_gen(6), dtype=F64)
+    with torch.no_grad():
+        once = net(encod.double(), 0, ext, None, True, _gen(7), samples=s)
+        repeated = net(
+            encod.double().repeat_interleave(s, 1),
+            0,
+            ext.repeat_interleave(s, 0),
+            None,
+            True,
+            _gen(7),
+        )
+    for name, value in once.as_dict().items():
+        torch.testing.assert_close(value, getattr(repeated, name), msg=name)
+    assert once.params.shape[1] == B * s

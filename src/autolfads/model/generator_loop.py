@@ -73,11 +73,13 @@ class _ControlledGenerator(torch.autograd.Function):
         fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
         steps, n_u = con_x.shape[2], co_w.shape[-1] // 2
         k, b, _ = gen_init.shape
-        con, gen = GRUTape(con_h0, steps, clip), GRUTape(gen_init, steps, clip)
+        keep = any(ctx.needs_input_grad)  # record the per-step values for a backward
+        con, gen = GRUTape(con_h0, steps, clip, keep), GRUTape(gen_init, steps, clip, keep)
         raw = gen_init.new_empty(steps, k, b, 2 * n_u)
         us = gen_init.new_empty(steps, k, b, n_u)
-        std = gen_init.new_empty(steps, k, b, n_u) if noise is not None else None
+        std = gen_init.new_empty(steps if keep else 1, k, b, n_u) if noise is not None else None
         if masks is not None:  # dropped-out generator states fed back: dropped[t] = g_{t-1} m_t
+            # (masks only exist in training; inference feeds the states themselves)
             dropped = gen_init.new_empty(steps, k, b, gen_init.shape[-1])
             torch.mul(gen_init, masks[:, :, 0], out=dropped[0])
         else:
@@ -88,7 +90,8 @@ class _ControlledGenerator(torch.autograd.Function):
             c = con.step(t, con_in, con_gate, con_cand)
             torch.baddbmm(co_b, c, co_w, out=raw[t])
             if std is not None:
-                lv = torch.clamp(raw[t, ..., n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=std[t])
+                slot = std[t if keep else 0]
+                lv = torch.clamp(raw[t, ..., n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=slot)
                 torch.addcmul(raw[t, ..., :n_u], noise[:, :, t], lv.mul_(0.5).exp_(), out=us[t])
             else:
                 us[t] = raw[t, ..., :n_u]

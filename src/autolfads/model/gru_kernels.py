@@ -109,27 +109,31 @@ class GRUTape:
 
     Buffers (T steps, K workers, B rows, H units), written in place by `step`:
     `states` (T + 1, K, B, H) with states[0] = h0, `ru` (T, K, B, 2H) gate values, `rh` (T, K, B, H)
-    reset-gated states, `cand` (T, K, B, H) candidates, `pre` (T, K, B, H) states before clipping.
+    reset-gated states, `cand` (T, K, B, H) candidates, `pre` (T, K, B, H) states before clipping
+    (with keep=False, for inference, only `states` spans T: the others are one reused slot).
     `backward_step` runs the chain rule of one step on these cached values.
     """
 
-    def __init__(self, h0: Tensor, steps: int, clip: float) -> None:
+    def __init__(self, h0: Tensor, steps: int, clip: float, keep: bool = True) -> None:
         k, b, n = h0.shape
         self.clip, self.n = clip, n
         self.states = h0.new_empty(steps + 1, k, b, n)
         self.states[0] = h0
-        self.ru = h0.new_empty(steps, k, b, 2 * n)
-        self.rh = h0.new_empty(steps, k, b, n)
-        self.cand = h0.new_empty(steps, k, b, n)
-        self.pre = h0.new_empty(steps, k, b, n)
+        # Without a backward (keep=False) the per-step values live in one reused, cache-warm slot.
+        slots = steps if keep else 1
+        self.slot = (lambda t: t) if keep else (lambda t: 0)
+        self.ru = h0.new_empty(slots, k, b, 2 * n)
+        self.rh = h0.new_empty(slots, k, b, n)
+        self.cand = h0.new_empty(slots, k, b, n)
+        self.pre = h0.new_empty(slots, k, b, n)
 
     def step(self, t: int, x: Tensor, w_gate: Tensor, w_cand: Tensor) -> Tensor:
         """State after step t from the projected input x (K, B, 3H); returns states[t + 1]."""
-        n, h = self.n, self.states[t]
-        ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[t]).sigmoid_()
-        rh = torch.mul(ru[..., :n], h, out=self.rh[t])
-        c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[t]).tanh_()
-        pre = torch.lerp(c, h, ru[..., n:], out=self.pre[t])  # c + u (h - c)
+        n, h, i = self.n, self.states[t], self.slot(t)
+        ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[i]).sigmoid_()
+        rh = torch.mul(ru[..., :n], h, out=self.rh[i])
+        c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[i]).tanh_()
+        pre = torch.lerp(c, h, ru[..., n:], out=self.pre[i])  # c + u (h - c)
         return torch.clamp(pre, -self.clip, self.clip, out=self.states[t + 1])
 
     def backward_step(
@@ -171,7 +175,7 @@ class _GRUSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xs, h0, w_gate, w_cand, clip):  # type: ignore[override]
         steps = xs.shape[2]
-        tape = GRUTape(h0, steps, clip)
+        tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
         for t in range(steps):
             tape.step(t, xs[:, :, t], w_gate, w_cand)
         ctx.tape = tape

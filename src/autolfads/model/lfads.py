@@ -98,6 +98,11 @@ def _lagged(fwd: Tensor, bwd: Tensor, lag: int, total_steps: int) -> Tensor:
     return out
 
 
+def _repeat_rows(x: Tensor, samples: int) -> Tensor:
+    """(K, B, ...) -> (K, B * S, ...), each row repeated S times in a row."""
+    return x.repeat_interleave(samples, dim=1) if samples > 1 else x
+
+
 def _init_log_variance(head: BatchedLinear, dim: int, variance: float) -> None:
     """Set the log-variance half of a Gaussian posterior head to start at `variance`."""
     with torch.no_grad():
@@ -181,6 +186,7 @@ class LFADSNetwork(nn.Module):
         dropout_rate: Tensor | None = None,
         sample: bool = True,
         generator: torch.Generator | None = None,
+        samples: int = 1,
     ) -> LFADSOutput:
         """Infer and reconstruct a batch of trials.
 
@@ -191,8 +197,11 @@ class LFADSNetwork(nn.Module):
             dropout_rate: (K,) dropout probability per worker (used in training mode).
             sample: draw IC and inferred inputs from the posterior (True) or use the means.
             generator: source of dropout masks and posterior samples (global RNG when None).
+            samples: S posterior samples per trial. The encoders run once per trial; from the
+                posteriors on, trial b's samples are rows b * S ... b * S + S - 1.
         Returns:
-            LFADSOutput with the reconstruction's raw parameters and all latent variables.
+            LFADSOutput with the reconstruction's raw parameters and all latent variables
+            (B * S rows).
         """
         s = self.structure
         k, b, t_enc, _ = encod.shape
@@ -211,34 +220,43 @@ class LFADSNetwork(nn.Module):
         ic_fwd, ic_bwd = self.ic_encoder(x, keep_states=False)  # (K, B, H) each
         ic_h = worker_dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop, generator)
         ic_mean, ic_var = _gaussian_params(self.ic_posterior(ic_h), s.ic_post_var_min)
+        if samples > 1:
+            ic_mean, ic_var = _repeat_rows(ic_mean, samples), _repeat_rows(ic_var, samples)
+            ext_input = ext_input.repeat_interleave(samples, 0) if ext_input is not None else None
         ic = ic_mean + normal_like(ic_mean, generator) * ic_var.sqrt() if sample else ic_mean
-        gen_init = self.ic_to_gen(ic)  # (K, B, G)
+        gen_init = self.ic_to_gen(ic)  # (K, B * S, G)
 
         # Inputs to the loop, projected for all steps at once.
         ext = None
         if ext_input is not None and s.ext_input_dim > 0:
             ext = ext_input.unsqueeze(0).expand(k, *ext_input.shape)  # (K, B, T_rec, E)
-        gen_x = self.generator.project_input(ext, (b, t_rec))  # (K, B, T_rec, 3G)
+        gen_x = self.generator.project_input(ext, (b * samples, t_rec))  # (K, B * S, T_rec, 3G)
         # Dropout on the generator states (before the factors), masks for all steps drawn at once.
         masks = None
         if drop:
-            ones = gen_init.new_ones(k, b, t_rec + 1, s.gen_dim)
+            ones = gen_init.new_ones(k, b * samples, t_rec + 1, s.gen_dim)
             masks = worker_dropout(ones, rate, drop, generator)
-        empty = gen_init.new_zeros(k, b, t_rec, 0)
+        empty = gen_init.new_zeros(k, b * samples, t_rec, 0)
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each
             ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop, generator)
-            con_x = self.controller.project_input(ci, (b, t_rec))
+            con_x = _repeat_rows(self.controller.project_input(ci, (b, t_rec)), samples)
             co_noise = None
             if sample:
                 co_noise = torch.randn(
-                    k, b, t_rec, s.co_dim, device=x.device, dtype=x.dtype, generator=generator
+                    k,
+                    b * samples,
+                    t_rec,
+                    s.co_dim,
+                    device=x.device,
+                    dtype=x.dtype,
+                    generator=generator,
                 )
             gen_states, con_states, co_raw, co_sample = controlled_generator(
                 con_x,
                 gen_x,
                 gen_init,
-                self.con_h0.unsqueeze(1).expand(k, b, s.con_dim),
+                self.con_h0.unsqueeze(1).expand(k, b * samples, s.con_dim),
                 self._loop_weights(),
                 masks,
                 co_noise,
@@ -252,7 +270,7 @@ class LFADSNetwork(nn.Module):
 
         factors_seq = self.factor_readout(dropped_states)  # (K, B, T, F)
         n_rec = s.recon_data_dims[session]
-        params = self.readout[session](factors_seq).reshape(k, b, t_rec, n_rec, -1)
+        params = self.readout[session](factors_seq).reshape(k, b * samples, t_rec, n_rec, -1)
         gen_inputs = co_sample if ext is None else torch.cat([co_sample, ext], dim=-1)
         return LFADSOutput(
             params=params,

@@ -1,6 +1,7 @@
 """Posterior sample-and-average: run the model on many posterior samples per trial and average.
 
-The samples are a batch axis: each trial is repeated S times inside one forward pass.
+The samples are a batch axis: the encoders see each trial once, and everything after the posteriors
+runs on S rows per trial inside one forward pass.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def posterior_average(
     net.eval()
     b = encod.shape[0]
     s = max(int(n_samples), 1)
-    rep = encod.repeat_interleave(s, dim=0)  # (B*S, T, N), samples of a trial adjacent
-    ext = ext_input.repeat_interleave(s, dim=0) if ext_input is not None else None
-    out = net(encoder_input(rep, net.n_workers), session, ext, None, sample=n_samples > 0)
+    x = encoder_input(encod, net.n_workers)
+    # The encoders run once per trial; the S samples of a trial are adjacent rows from there on.
+    out = net(x, session, ext_input, None, sample=n_samples > 0, samples=s)
     obs = net.observation_model(session)
     fields = {
         "output_params": obs.mean(out.params),
@@ -88,7 +89,7 @@ def session_posterior(
     data: SessionTensors,
     session: int,
     n_samples: int = 50,
-    max_rows: int = 5000,
+    max_rows: int = 1000,
     worker: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Posterior-averaged outputs for every split of one session: split -> field -> (n, ...) array.
