@@ -15,7 +15,10 @@ SMALL = {
     "chaotic-rnn": {"n_conditions": 6, "trials_per_condition": 5, "n_steps": 40},
     "lorenz": {"n_conditions": 5, "trials_per_condition": 4, "n_steps": 30},
     "oscillator": {"n_conditions": 5, "trials_per_condition": 4, "n_steps": 30},
+    "calcium": {"n_conditions": 5, "trials_per_condition": 4, "n_neurons": 6, "n_frames": 10},
+    "emg": {"n_conditions": 5, "trials_per_condition": 4, "n_steps": 30},
 }
+SPIKING = ("chaotic-rnn", "lorenz", "oscillator")  # integer counts; calcium and emg are real-valued
 REQUIRED = ("train_encod_data", "valid_encod_data", "train_recon_data", "valid_recon_data")
 
 
@@ -121,6 +124,10 @@ def test_chaotic_rnn_gain_defaults_to_1_5_or_2_5_with_inputs():
 # --------------------------------------------------------------------------- all simulators
 
 
+def test_every_simulator_has_a_small_test_size():
+    assert set(SMALL) == set(SIMULATORS)
+
+
 @pytest.mark.parametrize("name", sorted(SIMULATORS))
 def test_same_seed_same_arrays_other_seed_other_arrays(name):
     first = simulate(name, seed=7, **SMALL[name])
@@ -149,7 +156,7 @@ def test_split_is_80_20_within_every_condition(name):
     assert len(set((valid % 10).tolist())) > 2
 
 
-@pytest.mark.parametrize("name", sorted(SIMULATORS))
+@pytest.mark.parametrize("name", SPIKING)
 def test_layout_encod_equals_recon_and_truth_matches_data_shape(name):
     arrays = simulate(name, seed=0, **SMALL[name])
     for split in ("train", "valid"):

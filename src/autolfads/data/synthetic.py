@@ -1,26 +1,36 @@
-"""Synthetic spiking datasets with known ground truth (SPEC.md section 6; `autolfads simulate`).
+"""Synthetic datasets with known ground truth (SPEC.md section 6; `autolfads simulate`).
 
 Every simulator returns the arrays of a session file (SPEC.md section 1):
 
 - `train_encod_data`, `valid_encod_data`, `train_recon_data`, `valid_recon_data`: (B, T, N)
-  integer spike counts per bin; encod and recon are the same counts.
-- `train_truth`, `valid_truth`: (B, T, N) true firing rates in Hz (spikes per second), and
-  `conversion_factor` = 1 / dt (bins per second), so `truth / conversion_factor` is the expected
-  spike count per bin, in the units of the data.
+  observations; encod and recon are the same array.
+- `train_truth`, `valid_truth`: (B, T, N) ground truth, NaN-free, and `conversion_factor`, so
+  that `truth / conversion_factor` is the expected observation in the units of the data.
 - `train_inds`, `valid_inds`: (B,) original trial indices; trial `c * trials_per_condition + k` is
   trial k of condition c.
 - `train_condition`, `valid_condition`: (B,) condition id of each trial.
 - simulator-specific truth, e.g. `{split}_latents` (B, T, D) or `{split}_true_inputs` (B, T, 1).
 
-Trials of one condition share their initial state (and, without inputs, their rates); they differ
-by Poisson noise. Each condition's trials are split at random into train and valid, with
-`round(valid_fraction * trials_per_condition)` valid trials (at least one of each).
+The simulators:
+
+- `chaotic-rnn`, `lorenz`, `oscillator`: integer Poisson spike counts per bin; the truth is the
+  firing rate in Hz and `conversion_factor` = 1 / dt (bins per second).
+- `calcium`: deconvolved 2-photon events (float, 0 or >= s_min) from Lorenz-driven spikes, at
+  the frame rate or, with `subframes=K`, in the sub-frame SBTT layout of RADICaL (each neuron
+  observed in one sub-bin per frame, NaN in the others; `autolfads.data.subframe`); the truth is
+  the expected event rate in Hz, `conversion_factor` = frame_rate; `scan_offsets` (N,).
+- `emg`: positive gamma-distributed, EMG-like signals of muscles with occasional large
+  artifacts; the truth is the muscle activation in (0, 1), `conversion_factor` = 1 / amplitude.
+
+Trials of one condition share their initial state (and, without inputs or jitter, their truth);
+they differ by observation noise. Each condition's trials are split at random into train and
+valid, with `round(valid_fraction * trials_per_condition)` valid trials (at least one of each).
 
 Randomness: `seed` feeds independent numpy streams for the fixed model (weights, read-out), the
-conditions (initial states, pulse times), the spike noise and the split, so the same seed gives
-identical arrays.
+conditions (initial states, pulse times), the observation noise and the split, so the same seed
+gives identical arrays.
 
-Shape legend: B trials, T bins, N neurons (channels).
+Shape legend: B trials, T bins, N channels (neurons or muscles).
 """
 
 from __future__ import annotations
@@ -35,11 +45,14 @@ import h5py
 import numpy as np
 
 from autolfads._atomic import atomic_path
+from autolfads.data.subframe import scan_offsets_by_row, subframe_index, to_subframe_bins
 from autolfads.errors import UsageError
 
 __all__ = [
     "SIMULATORS",
+    "calcium",
     "chaotic_rnn",
+    "emg",
     "lorenz",
     "oscillator",
     "parse_overrides",
@@ -199,14 +212,202 @@ def oscillator(
     return _session(rates[condition], dt, condition, noise_rng, split_rng, valid_fraction, extras)
 
 
+def calcium(
+    seed: int = 0,
+    *,
+    n_conditions: int = 40,
+    trials_per_condition: int = 20,
+    n_neurons: int = 40,
+    n_frames: int = 50,
+    frame_rate: float = 30.0,
+    subframes: int = 1,
+    sim_subframes: int = 12,
+    base_rate: float = 5.0,
+    gain: float = 1.0,
+    tau: float = 0.4,
+    noise_std: float = 0.1,
+    s_min: float = 0.3,
+    lorenz_dt: float = 0.1,
+    sigma: float = 10.0,
+    rho: float = 28.0,
+    beta: float = 8.0 / 3.0,
+    burn_in: int = 50,
+    n_rows: int = 512,
+    valid_fraction: float = 0.2,
+) -> Arrays:
+    """Deconvolved 2-photon calcium events from Lorenz-driven spikes (RADICaL's synthetic data).
+
+    Time runs on a fine grid of `sim_subframes` (S) bins per imaging frame. Spikes are Poisson
+    with rates `log r = log(base_rate) + gain * C z` (Hz), z the normalised Lorenz state
+    (advancing `lorenz_dt` time units per frame, i.e. fast relative to the frames). Each spike
+    adds 1 to the neuron's fluorescence, which decays with time constant `tau` (GCaMP-like; the
+    data unit is one spike's transient). The microscope samples neuron n once per frame, at
+    `scan_offsets[n]` of the frame (its scan row), and adds Gaussian noise of `noise_std`. The
+    frame-rate deconvolution `s_f = F_f - exp(-1 / (frame_rate * tau)) F_(f-1)` recovers the
+    spikes of the frame period before each sample; its positive part, zeroed below `s_min`, is
+    the event of that frame, so every event is 0 or >= s_min.
+
+    Layout: with `subframes` = 1 the data are (B, n_frames, N) frame-rate events; with K > 1
+    they are (B, n_frames * K, N), each neuron observed in sub-bin `floor(offset * K)` of each
+    frame and NaN in the other K - 1 (SBTT; see `autolfads.data.subframe`). The simulation is
+    always at S bins per frame, so the same seed with any `subframes` describes the same trials
+    (latents, spikes, events, split); K must divide S.
+
+    Truth (at the written resolution, NaN-free): `{split}_truth` is the expected event (spikes of
+    the frame period before the neuron's scan time, as weighted by the decay, before noise and
+    threshold) times the frame rate, in Hz, with `conversion_factor` = frame_rate, so
+    `truth / conversion_factor` is in the units of the data; in an unobserved sub-bin it is the
+    value the neuron's event would have if it were scanned there (same phase in the sub-bin).
+    `{split}_latents` (B, T, 3) are the Lorenz latents averaged over each written bin;
+    `scan_offsets` (N,) the scan times in fractions of a frame.
+
+    Args:
+        n_conditions, trials_per_condition: conditions (Lorenz initial states) and trials of each;
+            trials of a condition share latents and rates, not spikes or noise.
+        n_neurons, n_frames: neurons N and imaging frames per trial.
+        frame_rate: frames per second.
+        subframes: sub-frame bins K written per frame (1: frame-rate data).
+        sim_subframes: fine simulation bins S per frame; a multiple of `subframes`.
+        base_rate: firing rate in Hz at z = 0.
+        gain: size of the latent modulation of the log-rates.
+        tau: decay time constant of the fluorescence, seconds.
+        noise_std: std of the fluorescence noise, in units of one spike's transient.
+        s_min: deconvolution threshold; smaller positive events become 0.
+        lorenz_dt: Lorenz time advanced per frame.
+        sigma, rho, beta: Lorenz parameters.
+        burn_in: frames run and discarded before recording.
+        n_rows: image rows; neurons sit at random rows, scanned at `row / n_rows` of the frame.
+        valid_fraction: fraction of each condition's trials in the valid split.
+    """
+    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_frames, valid_fraction)
+    _require_positive(frame_rate=frame_rate, base_rate=base_rate, tau=tau, lorenz_dt=lorenz_dt)
+    _require_positive(s_min=s_min)
+    _require(noise_std >= 0, "noise_std", noise_std, "a number >= 0")
+    _require(burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
+    _require(n_rows >= 1, "n_rows", n_rows, "an integer >= 1")
+    _require_subframes(subframes, sim_subframes)
+    model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
+    readout = gain * _unit_rows(model_rng, n_neurons, 3)
+    scan_offsets = scan_offsets_by_row(n_neurons, model_rng, n_rows=n_rows)
+    start = cond_rng.standard_normal((n_conditions, 3)) * 5.0 + np.array([0.0, 0.0, 25.0])
+    # fine grid: one leading frame (the window of the first event) + n_frames, S bins each
+    fine = _fine_lorenz(start, (sigma, rho, beta), lorenz_dt, burn_in, n_frames + 1, sim_subframes)
+    rates = base_rate * np.exp(fine @ readout.T)  # (C, (T + 1) S, N) in Hz
+    counts = rates / (frame_rate * sim_subframes)  # expected spikes per fine bin
+    fine_decay = math.exp(-1.0 / (frame_rate * sim_subframes * tau))
+    scan_bin = subframe_index(scan_offsets, sim_subframes)  # (N,) fine bin of each neuron's scan
+    frame_scans = _scan_bins(scan_bin, n_frames, sim_subframes, 1)  # (T, N)
+    written_scans = _scan_bins(scan_bin, n_frames, sim_subframes, subframes)  # (T K, N)
+    condition = np.repeat(np.arange(n_conditions), trials_per_condition)
+    frame_decay = math.exp(-1.0 / (frame_rate * tau))
+    events = _calcium_events(
+        counts, condition, frame_scans, fine_decay, frame_decay, (noise_std, s_min), noise_rng
+    )  # (B, T, N)
+    expected = _decayed_sums(counts, written_scans, fine_decay, sim_subframes)  # (C, T K, N)
+    truth = (expected * frame_rate).astype(np.float32)  # Hz
+    latents = _bin_means(fine[:, sim_subframes:], n_frames * subframes)  # (C, T K, 3)
+    if subframes > 1:
+        events = to_subframe_bins(events, scan_offsets, subframes)
+    extras = {"latents": latents[condition].astype(np.float32)}
+    arrays = _split_session(
+        events, truth[condition], condition, split_rng, valid_fraction, extras, frame_rate
+    )
+    arrays["scan_offsets"] = scan_offsets
+    return arrays
+
+
+def emg(
+    seed: int = 0,
+    *,
+    n_conditions: int = 20,
+    trials_per_condition: int = 20,
+    n_muscles: int = 12,
+    n_steps: int = 100,
+    dt: float = 0.01,
+    n_latents: int = 3,
+    n_bumps: int = 3,
+    bump_width: float = 0.08,
+    time_jitter: float = 0.02,
+    weight_max: float = 1.5,
+    bias: float = -3.0,
+    amplitude: float = 1.0,
+    gamma_shape: float = 5.0,
+    artifact_rate: float = 0.002,
+    artifact_min: float = 10.0,
+    artifact_max: float = 30.0,
+    valid_fraction: float = 0.2,
+) -> Arrays:
+    """Rectified, smoothed EMG-like signals of muscles driven by a few smooth latents.
+
+    Each of `n_latents` latents is, per condition, a sum of `n_bumps` Gaussian bumps (heights
+    uniform in [1, 3], centres uniform over the middle 80 % of the trial, widths `bump_width`
+    x [0.5, 1.5] s); each trial shifts every bump by N(0, time_jitter) seconds, so trials of a
+    condition differ a little. Muscle activations are `a = sigmoid(W z + bias)` in (0, 1), W
+    (M, D) non-negative, uniform in [0, weight_max]. The observation of each bin is
+    Gamma-distributed with mean `amplitude * a` and shape `gamma_shape` (coefficient of
+    variation 1 / sqrt(shape)); with probability `artifact_rate` per channel and bin a
+    movement-like artifact adds `U(artifact_min, artifact_max)` times the mean signal. All
+    finite values are > 0 (the support of the gamma).
+
+    Truth: `{split}_truth` (B, T, M) are the activations a, and `conversion_factor` =
+    1 / amplitude, so `truth / conversion_factor` is the mean signal in the units of the data
+    (1 by default). `{split}_latents` (B, T, D) are the latents, `{split}_artifacts` (B, T, M)
+    marks the bins with an artifact.
+
+    Args:
+        n_conditions, trials_per_condition: conditions (bump patterns) and trials of each.
+        n_muscles, n_steps: muscles (channels) M and bins T of `dt` seconds.
+        n_latents, n_bumps: latent signals D and bumps per latent.
+        bump_width: typical bump std in seconds.
+        time_jitter: std in seconds of each trial's shift of each bump.
+        weight_max, bias: range of the mixing weights and offset of the activation's drive.
+        amplitude: signal at activation 1, in data units.
+        gamma_shape: shape parameter of the gamma observations.
+        artifact_rate: probability of an artifact per channel and bin (0: none).
+        artifact_min, artifact_max: artifact size range, in multiples of the mean signal.
+        valid_fraction: fraction of each condition's trials in the valid split.
+    """
+    _require_sizes(n_conditions, trials_per_condition, n_muscles, n_steps, valid_fraction)
+    _require_positive(dt=dt, bump_width=bump_width, amplitude=amplitude, gamma_shape=gamma_shape)
+    _require_positive(weight_max=weight_max)
+    _require(n_latents >= 1, "n_latents", n_latents, "an integer >= 1")
+    _require(n_bumps >= 1, "n_bumps", n_bumps, "an integer >= 1")
+    _require(time_jitter >= 0, "time_jitter", time_jitter, "a number >= 0")
+    _require(0 <= artifact_rate <= 1, "artifact_rate", artifact_rate, "a probability in [0, 1]")
+    _require(artifact_min >= 0, "artifact_min", artifact_min, "a number >= 0")
+    _require(
+        artifact_max >= artifact_min,
+        "artifact_max",
+        artifact_max,
+        f">= artifact_min={artifact_min}",
+    )
+    model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
+    weights = model_rng.uniform(0.0, weight_max, (n_muscles, n_latents))
+    condition = np.repeat(np.arange(n_conditions), trials_per_condition)
+    duration = n_steps * dt
+    bumps = _random_bumps(cond_rng, n_conditions, n_latents, n_bumps, duration, bump_width)
+    latents = _bump_latents(cond_rng, bumps, condition, n_steps, dt, time_jitter)  # (B, T, D)
+    activations = 1.0 / (1.0 + np.exp(-(latents @ weights.T + bias)))  # (B, T, M)
+    mean = amplitude * activations
+    data = noise_rng.gamma(gamma_shape, mean / gamma_shape)
+    artifacts = noise_rng.random(data.shape) < artifact_rate
+    sizes = noise_rng.uniform(artifact_min, artifact_max, int(artifacts.sum()))
+    data[artifacts] += sizes * mean.mean()
+    data = np.maximum(data.astype(np.float32), np.finfo(np.float32).tiny)  # gamma support: > 0
+    extras = {"latents": latents.astype(np.float32), "artifacts": artifacts}
+    return _split_session(
+        data, activations, condition, split_rng, valid_fraction, extras, 1.0 / amplitude
+    )
+
+
 SIMULATORS: dict[str, Callable[..., Arrays]] = {
     "chaotic-rnn": chaotic_rnn,
     "lorenz": lorenz,
     "oscillator": oscillator,
+    "calcium": calcium,
+    "emg": emg,
 }
-"""Simulator name (as on the command line) -> function(seed, **params) returning the arrays.
-
-`calcium` and `emg` (SPEC.md section 6) are to be added here when they are built."""
+"""Simulator name (as on the command line) -> function(seed, **params) returning the arrays."""
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -346,6 +547,16 @@ def _require_positive(**values: float) -> None:
         _require(value > 0, key, value, "a number > 0")
 
 
+def _require_subframes(subframes: int, sim_subframes: int) -> None:
+    _require(subframes >= 1, "subframes", subframes, "an integer >= 1")
+    _require(
+        sim_subframes >= 1 and sim_subframes % subframes == 0,
+        "sim_subframes",
+        sim_subframes,
+        f"a positive multiple of subframes={subframes}",
+    )
+
+
 def _require_sizes(
     n_conditions: int, trials: int, n_neurons: int, n_steps: int, valid_fraction: float
 ) -> None:
@@ -435,6 +646,123 @@ def _integrate_lorenz(
     return states
 
 
+def _fine_lorenz(
+    start: np.ndarray,
+    params: tuple[float, float, float],
+    step_per_frame: float,
+    burn_in: int,
+    n_frames: int,
+    per_frame: int,
+) -> np.ndarray:
+    """(C, n_frames * per_frame, 3) normalised Lorenz latents on a grid of `per_frame` bins a frame.
+
+    The burn-in runs at one step per frame (it is discarded), the recording at `per_frame`.
+    """
+    if burn_in > 0:
+        start = _integrate_lorenz(start, params, step_per_frame, burn_in)[:, -1]
+    states = _integrate_lorenz(start, params, step_per_frame / per_frame, n_frames * per_frame)
+    return _standardise(states)
+
+
+def _calcium_events(
+    counts: np.ndarray,
+    condition: np.ndarray,
+    scans: np.ndarray,
+    fine_decay: float,
+    frame_decay: float,
+    noise: tuple[float, float],
+    rng: np.random.Generator,
+    chunk: int = 64,
+) -> np.ndarray:
+    """(B, T, N) float32 deconvolved events of each frame: 0 or >= s_min.
+
+    `counts` (C, (T + 1) S, N) are the expected spikes per fine bin of each condition (the first
+    frame holds the window of the first event); `scans` (T, N) the fine bin at which each neuron
+    is sampled in each frame; `noise` is (noise_std, s_min). Trials are drawn `chunk` at a time
+    to bound memory.
+    """
+    noise_std, s_min = noise
+    per_frame = counts.shape[1] // (scans.shape[0] + 1)
+    events = np.empty((condition.size, *scans.shape), dtype=np.float32)
+    for first in range(0, condition.size, chunk):
+        trials = condition[first : first + chunk]
+        spikes = rng.poisson(counts[trials]).astype(np.float32)  # (b, (T + 1) S, N)
+        window = _decayed_sums(spikes, scans, fine_decay, per_frame)  # (b, T, N)
+        eps = rng.standard_normal((trials.size, scans.shape[0] + 1, scans.shape[1]))
+        # F_f = c_f + noise_std eps_f, and c_f - frame_decay c_(f-1) = window_f exactly, so the
+        # deconvolved F_f - frame_decay F_(f-1) is:
+        s = window + noise_std * (eps[:, 1:] - frame_decay * eps[:, :-1])
+        s = s.astype(np.float32)  # threshold after rounding, so kept events stay >= s_min
+        keep = s >= np.float64(s_min)  # compared in float64: float32(s_min) may be < s_min
+        events[first : first + chunk] = np.where(keep, s, np.float32(0.0))
+    return events
+
+
+def _scan_bins(scan_bin: np.ndarray, n_frames: int, per_frame: int, subframes: int) -> np.ndarray:
+    """(T K, N) fine bins of the scans of each neuron in each written bin (frame f, sub-bin k).
+
+    The real scan of frame f (1-based on the fine grid, after the leading frame) is at
+    `f S + scan_bin`; in the other sub-bins of the frame the neuron is placed at the same phase
+    within its sub-bin, so the written bin holding the real scan gets exactly that fine bin.
+    """
+    width = per_frame // subframes  # fine bins per written bin
+    starts = np.arange(1, n_frames + 1)[:, None] * per_frame + np.arange(subframes) * width
+    return starts.reshape(-1, 1) + (scan_bin % width)[None, :]
+
+
+def _decayed_sums(
+    fine: np.ndarray, scans: np.ndarray, fine_decay: float, per_frame: int
+) -> np.ndarray:
+    """Sum of `fine_decay**age * fine` over the `per_frame` fine bins up to and with each scan.
+
+    This is what a frame-rate deconvolution recovers of the spikes of the frame period before
+    a sample. `fine` is (b, n_fine, N), `scans` (T', N) fine bin indices >= per_frame - 1;
+    returns (b, T', N).
+    """
+    total = np.zeros((fine.shape[0], *scans.shape))
+    for age in range(per_frame):
+        total += fine_decay**age * np.take_along_axis(fine, (scans - age)[None], axis=1)
+    return total
+
+
+def _bin_means(fine: np.ndarray, n_bins: int) -> np.ndarray:
+    """Means of (C, n_bins * w, D) over consecutive groups of w bins: (C, n_bins, D)."""
+    n, n_fine, dims = fine.shape
+    return fine.reshape(n, n_bins, n_fine // n_bins, dims).mean(axis=2)
+
+
+def _random_bumps(
+    rng: np.random.Generator,
+    n_conditions: int,
+    n_latents: int,
+    n_bumps: int,
+    duration: float,
+    width: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heights, centres (s) and widths (s) of the bumps, each (C, D, n_bumps)."""
+    shape = (n_conditions, n_latents, n_bumps)
+    heights = rng.uniform(1.0, 3.0, shape)
+    centres = rng.uniform(0.1 * duration, 0.9 * duration, shape)
+    widths = width * rng.uniform(0.5, 1.5, shape)
+    return heights, centres, widths
+
+
+def _bump_latents(
+    rng: np.random.Generator,
+    bumps: tuple[np.ndarray, np.ndarray, np.ndarray],
+    condition: np.ndarray,
+    n_steps: int,
+    dt: float,
+    jitter: float,
+) -> np.ndarray:
+    """(B, T, D) sums of Gaussian bumps, each trial's bumps shifted by N(0, jitter) seconds."""
+    heights, centres, widths = (b[condition] for b in bumps)  # (B, D, n_bumps)
+    centres = centres + jitter * rng.standard_normal(centres.shape)
+    t = (np.arange(n_steps) + 0.5) * dt  # bin centres
+    z = (t[:, None, None, None] - centres) / widths  # (T, B, D, n_bumps)
+    return (heights * np.exp(-0.5 * z**2)).sum(axis=-1).transpose(1, 0, 2)
+
+
 def _standardise(latents: np.ndarray) -> np.ndarray:
     """Zero mean, unit std per last-axis dimension over all other axes."""
     flat = latents.reshape(-1, latents.shape[-1])
@@ -461,12 +789,28 @@ def _session(
 ) -> Arrays:
     """Poisson spikes from rates (B, T, N) in Hz, split within conditions, in SPEC.md §1 layout."""
     counts = noise_rng.poisson(rates_hz * dt).astype(np.int32)
+    return _split_session(counts, rates_hz, condition, split_rng, valid_fraction, extras, 1.0 / dt)
+
+
+def _split_session(
+    data: np.ndarray,
+    truth: np.ndarray,
+    condition: np.ndarray,
+    split_rng: np.random.Generator,
+    valid_fraction: float,
+    extras: Mapping[str, np.ndarray],
+    conversion_factor: float,
+) -> Arrays:
+    """Data and truth (B, T, N) and per-trial `extras`, split within conditions (SPEC.md §1).
+
+    encod and recon data are the same array; the truth is stored as float32.
+    """
     train, valid = _split_within_conditions(split_rng, condition, valid_fraction)
-    arrays: Arrays = {"conversion_factor": np.asarray(1.0 / dt)}
+    arrays: Arrays = {"conversion_factor": np.asarray(conversion_factor)}
     for split, inds in (("train", train), ("valid", valid)):
-        arrays[f"{split}_encod_data"] = counts[inds]
+        arrays[f"{split}_encod_data"] = data[inds]
         arrays[f"{split}_recon_data"] = arrays[f"{split}_encod_data"]
-        arrays[f"{split}_truth"] = rates_hz[inds].astype(np.float32)
+        arrays[f"{split}_truth"] = truth[inds].astype(np.float32)
         arrays[f"{split}_inds"] = inds.astype(np.int64)
         arrays[f"{split}_condition"] = condition[inds].astype(np.int64)
         for key, value in extras.items():
