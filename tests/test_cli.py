@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import pandas as pd
 import pytest
 
 from autolfads import __version__
@@ -62,10 +63,40 @@ def test_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys):
     assert not (tmp_path / "sim.h5").exists()
 
 
-@pytest.mark.parametrize("command", ["report", "fixed-points"])
-def test_unbuilt_commands_exit_2_saying_so(command, capsys):
-    assert main([command, "somewhere"]) == 2
-    assert "not built yet" in one_error_line(capsys.readouterr().err)
+def test_fixed_points_of_a_missing_checkpoint_exit_2_naming_it(tmp_path, capsys):
+    assert main(["fixed-points", str(tmp_path / "model.ckpt")]) == 2
+    assert "model.ckpt" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"), [("absent", "no such folder"), ("empty", "no fitlog.csv")]
+)
+def test_report_with_nothing_to_report_exits_2_naming_the_folder(folder, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    if folder == "empty":
+        out.mkdir()
+    assert main(["report", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(out) in line and message in line
+
+
+def test_report_of_a_running_fit_exits_0_and_says_where(tmp_path, capsys):
+    rows = [
+        {
+            "worker_id": w,
+            "generation": 0,
+            "epoch": e,
+            "train/recon": 1.0 / (e + 1),
+            "valid/recon": 1.1 / (e + 1),
+        }
+        for e in range(3)
+        for w in range(2)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "fitlog.csv", index=False)
+    assert main(["report", str(tmp_path)]) == 0
+    index = tmp_path / "report" / "index.html"
+    assert capsys.readouterr().out.strip() == f"wrote {index}"
+    assert "data:image/png;base64," in index.read_text()
 
 
 def test_version_flag(capsys):

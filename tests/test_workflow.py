@@ -168,6 +168,7 @@ def test_train_writes_the_same_outputs_as_run_without_pbt_files(trained):
     assert names == {
         "autolfads.zip",
         "config.yaml",
+        "report",
         "fitlog.csv",
         "lfads_output_sess0.h5",
         "model.ckpt",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from autolfads.errors import AutoLFADSError, UsageError
 
@@ -26,13 +26,6 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     paths = [s for s in items if "=" not in s]
     overrides = [s for s in items if "=" in s]
     return paths, overrides
-
-
-def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        raise UsageError(f"autolfads {name}: not built yet ({issue})")
-
-    return command
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -66,6 +59,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from autolfads.analysis.evaluate import evaluate_command
 
     return evaluate_command(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from autolfads.analysis.report import report_command
+
+    return report_command(args)
+
+
+def _cmd_fixed_points(args: argparse.Namespace) -> int:
+    from autolfads.analysis.fixed_points import fixed_points_command
+
+    fixed_points_command(
+        args.ckpt,
+        args.data,
+        args.out,
+        n_inits=args.n_inits,
+        device=args.device,
+        seed=args.seed,
+        bin_ms=args.bin_ms,
+        speed_tol=args.speed_tol,
+    )
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -114,23 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("simulate", help="synthetic data with ground truth")
-    p.add_argument("name", help="chaotic-rnn | lorenz | oscillator")
+    p.add_argument("name", help="chaotic-rnn | lorenz | oscillator | calcium | emg")
     p.add_argument("out", help="output HDF5 file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("report", help="plots and an HTML page for a finished or running OUT")
-    p.add_argument("out")
-    p.set_defaults(func=_not_built("report", "issue: analysis and reporting"))
+    p.add_argument("out", help="the output folder of `autolfads run` or `train`")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("evaluate", help="metrics to stdout and OUT/metrics.json")
     p.add_argument("out")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("fixed-points", help="slow points of a trained generator")
-    p.add_argument("ckpt")
-    p.set_defaults(func=_not_built("fixed-points", "issue: analysis and reporting"))
+    p.add_argument("ckpt", help="model.ckpt of a run")
+    p.add_argument("data", nargs="*", help="session files whose visited states start the search")
+    p.add_argument("-o", "--out", default=None, help="output folder (default: next to CKPT)")
+    p.add_argument("--n-inits", type=int, default=256, help="searches started")
+    p.add_argument("--bin-ms", type=float, default=None, help="bin width, for frequencies in Hz")
+    p.add_argument("--speed-tol", type=float, default=1e-8, help="largest q(h) kept as a point")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_fixed_points)
 
     p = sub.add_parser("demo", help="simulate + run + report on the built-in demo, CPU-sized")
     p.add_argument("-o", "--out", default="autolfads_demo")

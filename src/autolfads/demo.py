@@ -1,4 +1,5 @@
-"""`autolfads demo`: simulate chaotic-RNN data, run a CPU-sized AutoLFADS on it, write the outputs."""
+"""`autolfads demo`: simulate chaotic-RNN data, run a CPU-sized AutoLFADS on it, write the outputs
+and the report."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import time
 
 from autolfads.analysis.evaluate import evaluate_run
+from autolfads.analysis.report import report_at_end
 from autolfads.config import load_config
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.population import run_pbt
@@ -43,6 +45,7 @@ def demo_command(args: argparse.Namespace) -> int:
     write_final_outputs(out, result.model, sessions, cfg, out / "fitlog.csv")
     minutes = (time.perf_counter() - start) / 60
     r2 = evaluate_run(out)["sess0"]["valid/r2"]  # from the outputs just written
+    report = report_at_end(out, quiet=True)  # a failure warns on stderr and keeps the run
     b = result.best
     print(
         f"\ndone in {minutes:.1f} min: {result.generations} generations ({result.stop_reason}).\n"
@@ -54,4 +57,6 @@ def demo_command(args: argparse.Namespace) -> int:
         f"  fitlog.csv              one row per worker per epoch; pbt_history.csv: every exploit/explore\n"
         f"  model.ckpt              autolfads.LFADS.load_from_checkpoint('{out}/model.ckpt')"
     )
+    if report is not None:
+        print(f"  report/index.html       plots of the fit on one page: open {report} in a browser")
     return 0

@@ -90,6 +90,7 @@ def test_run_writes_every_output_and_the_zip(finished):
     assert names == {
         "autolfads.zip",
         "config.yaml",
+        "report",
         "fitlog.csv",
         "lfads_output_sess0.h5",
         "model.ckpt",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autolfads.analysis.report import report_at_end
 from autolfads.cli import split_overrides
 from autolfads.pbt.population import STATE_FILE, run_pbt
 from autolfads.train.run import check_device
@@ -39,4 +40,5 @@ def run_command(args: argparse.Namespace) -> int:
             f"best worker {b.worker} of generation {b.generation}, valid/recon_smth {b.score:.4f}"
         )
         print(f"outputs in {out}: " + ", ".join(p.name for p in written))
+    report_at_end(out, quiet=args.quiet)
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from autolfads.analysis.report import report_at_end
 from autolfads.cli import split_overrides
 from autolfads.errors import UsageError
 from autolfads.train.fit import fit_single_model
@@ -33,6 +34,7 @@ def train_command(args: argparse.Namespace) -> int:
             f"{result.best_score:.4f} at epoch {result.best_epoch}"
         )
         print(f"outputs in {out}: " + ", ".join(p.name for p in written))
+    report_at_end(out, quiet=args.quiet)
     return 0
 
 
