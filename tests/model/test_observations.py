@@ -19,6 +19,8 @@ from autolfads.model.observations import (
     ZeroInflatedGamma,
     build_observation_model,
 )
+from autolfads.train.augment import prepare_batch
+from autolfads.train.objective import masked_mean_nll
 
 B, T, N = 4, 5, 3
 
@@ -276,3 +278,98 @@ def test_builder_unknown_name_lists_registry():
         build_observation_model("no_such_module.Cls", 1, 2)
     with pytest.raises(ConfigError, match="not a subclass"):
         build_observation_model("torch.nn.Linear", 1, 2)
+
+
+# ---------------------------------------------------------------- direct formulas, masking
+
+
+def _gamma_log_pdf_scalar(y: float, alpha: float, rate: float) -> float:
+    """log Gamma(y; shape alpha, rate beta), written out with math.lgamma."""
+    return alpha * math.log(rate) - math.lgamma(alpha) + (alpha - 1) * math.log(y) - rate * y
+
+
+def _gamma_nll_direct(data: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Elementwise -log p(y) under Gamma(alpha, beta), alpha = exp(p0), beta = exp(p1), y >= 1e-6."""
+    out = torch.empty(params.shape[:-1], dtype=torch.float64)
+    for idx in torch.cartesian_prod(*[torch.arange(s) for s in out.shape]).tolist():
+        alpha, beta = (math.exp(v) for v in params[tuple(idx)].tolist())
+        y = max(float(data[tuple(idx[1:])]), 1e-6)
+        out[tuple(idx)] = -_gamma_log_pdf_scalar(y, alpha, beta)
+    return out
+
+
+def _zig_nll_direct(
+    data: torch.Tensor, params: torch.Tensor, s_min: float, scale: torch.Tensor
+) -> torch.Tensor:
+    """Elementwise -log p(y) of the zero-inflated gamma, written case by case with math.lgamma."""
+    out = torch.empty(params.shape[:-1], dtype=torch.float64)
+    for idx in torch.cartesian_prod(*[torch.arange(s) for s in out.shape]).tolist():
+        log_alpha, logit_q = params[tuple(idx)].tolist()
+        q = 1.0 / (1.0 + math.exp(-logit_q))
+        y = float(data[tuple(idx[1:])])
+        if y == 0:
+            out[tuple(idx)] = -math.log(1.0 - q)
+        else:
+            theta = float(scale[idx[0], idx[-1]])
+            excess = max(y - s_min, 1e-6)
+            log_g = _gamma_log_pdf_scalar(excess, math.exp(log_alpha), 1.0 / theta)
+            out[tuple(idx)] = -(math.log(q) + log_g)
+    return out
+
+
+def test_gamma_nll_matches_the_direct_formula_including_zeros_and_tiny_values():
+    g = _gen(12)
+    model = Gamma(2, N).double()
+    params = _raw_params(model, 2, g).double()
+    data = (torch.rand(B, T, N, generator=g, dtype=torch.float64) * 3).clamp_min(0.01)
+    data[0, 0] = 0.0  # exact zeros (rectified EMG): clamped at 1e-6
+    data[1, 1] = 1e-7  # below the floor: same as the floor
+    data[2, 2] = 1e-3
+    nll = -model.log_likelihood(data, params)
+    torch.testing.assert_close(nll, _gamma_nll_direct(data, params))
+    assert torch.isfinite(nll).all()
+    alpha, beta = params[..., 0].exp(), params[..., 1].exp()
+    torch.testing.assert_close(model.mean(params), alpha / beta)  # mean = shape / rate
+
+
+def test_zig_nll_matches_the_direct_formula_at_zero_and_around_s_min():
+    g = _gen(13)
+    s_min = 0.1
+    model = ZeroInflatedGamma(2, N, s_min=s_min, gamma_prior=0.8).double()
+    with torch.no_grad():
+        model.log_scale.add_(0.3 * torch.randn(2, N, generator=g, dtype=torch.float64))
+    params = _raw_params(model, 2, g).double()
+    data = torch.rand(B, T, N, generator=g, dtype=torch.float64) * 2 + s_min
+    data[0] = 0.0  # no event
+    data[1, :, 0] = s_min  # exactly at the threshold: excess clamped at 1e-6
+    data[1, :, 1] = s_min + 1e-4  # just above
+    data[1, :, 2] = 0.5 * s_min  # between 0 and s_min: counted as at the threshold
+    data[2, 0] = 5.0  # a large event
+    nll = -model.log_likelihood(data, params)
+    expected = _zig_nll_direct(data, params, s_min, model.log_scale.detach().exp())
+    torch.testing.assert_close(nll, expected)
+    assert torch.isfinite(nll).all()
+
+
+@pytest.mark.parametrize("name", ["gamma", "zig"])
+def test_nan_entries_are_left_out_of_the_loss_and_send_no_gradient(name):
+    g = _gen(14)
+    model = build_observation_model(name, 2, N, s_min=0.1, gamma_prior=1.0).double()
+    data = _sample_data(name, (B, T, N), g).double()
+    if name == "zig":
+        data[(data > 0) & (data < 0.1)] = 0.0  # events are >= s_min
+    unobserved = torch.rand(B, T, N, generator=g) < 0.3
+    recon = torch.where(unobserved, torch.full_like(data, math.nan), data)
+    batch = prepare_batch(recon, recon, 2, placeholder=model.placeholder, training=False)
+    params = _raw_params(model, 2, g).double().requires_grad_(True)
+    loss = masked_mean_nll(-model.log_likelihood(batch.target, params), batch)  # (K,)
+    direct = (
+        _gamma_nll_direct(data, params.detach())
+        if name == "gamma"
+        else _zig_nll_direct(data, params.detach(), 0.1, model.log_scale.detach().exp())
+    )
+    torch.testing.assert_close(loss, direct[:, ~unobserved].mean(dim=1))
+    loss.sum().backward()
+    assert torch.isfinite(params.grad).all()
+    assert (params.grad[:, unobserved] == 0).all()
+    assert (params.grad[:, ~unobserved] != 0).any()

@@ -51,6 +51,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     """
     cfg = _packaged("defaults")
     OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_struct(cfg.pbt.hps, False)  # any HP may be searched: pbt.hps.NAME is open
     layers = []
     if config is not None:
         layers.append(_read_user_config(config))

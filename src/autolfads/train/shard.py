@@ -11,12 +11,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autolfads.errors import ConfigError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.structure import LFADSStructure
 from autolfads.train.augment import prepare_batch
 from autolfads.train.data import SessionTensors, epoch_batches, split_batches
 from autolfads.train.objective import lfads_loss, ramp_factor
 from autolfads.train.optim import PopulationAdam
+from autolfads.train.shift import shift_training_batch
 
 __all__ = ["TrainSettings", "Shard", "HP_NAMES"]
 
@@ -38,24 +40,55 @@ HP_NAMES = (
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Fixed training settings shared by every worker of a shard."""
+    """Fixed training settings shared by every worker of a shard.
+
+    `temporal_shift` turns on the EMG temporal-shift augmentation of training batches
+    (`autolfads.train.shift`): each channel of each trial moved by round(Normal(0,
+    `temporal_shift_std`)) bins, clamped to +-`temporal_shift_max`, independently for the input and
+    the target. Never applied in evaluation or posterior sampling.
+    """
 
     batch_size: int = 100
     ramp_epochs: int = 50
     ramp_start: int = 0
     loss_scale: float = 1e4
     max_grad_norm: float = 200.0
+    temporal_shift: bool = False
+    temporal_shift_std: float = 3.0
+    temporal_shift_max: int = 6
+
+    def __post_init__(self) -> None:
+        if not self.temporal_shift_std >= 0:
+            raise ConfigError(
+                f"datamodule.temporal_shift.std must be >= 0 bins, got {self.temporal_shift_std!r}"
+            )
+        if not isinstance(self.temporal_shift_max, int) or self.temporal_shift_max < 0:
+            raise ConfigError(
+                "datamodule.temporal_shift.max must be an integer >= 0 bins, "
+                f"got {self.temporal_shift_max!r}"
+            )
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> TrainSettings:
-        """From the resolved config tree."""
+        """From the resolved config tree (a tree without `datamodule.temporal_shift`: shift off)."""
+        shift = cfg["datamodule"].get("temporal_shift") or {"enabled": False, "std": 3.0, "max": 6}
         return cls(
             batch_size=int(cfg["datamodule"]["batch_size"]),
             ramp_epochs=int(cfg["trainer"]["ramp_epochs"]),
             ramp_start=int(cfg["trainer"]["ramp_start"]),
             loss_scale=float(cfg["model"]["loss_scale"]),
             max_grad_norm=float(cfg["model"]["max_grad_norm"]),
+            temporal_shift=bool(shift["enabled"]),
+            temporal_shift_std=float(shift["std"]),
+            temporal_shift_max=_whole_bins("datamodule.temporal_shift.max", shift["max"]),
         )
+
+
+def _whole_bins(key: str, value: object) -> int:
+    """An integer number of bins from a config value (6 or 6.0), else a ConfigError naming `key`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ConfigError(f"{key} must be a whole number of bins, got {value!r}")
+    return int(value)
 
 
 def _metrics_mean(acc: dict[str, Tensor], weight: float, parts: dict[str, Tensor]) -> None:
@@ -141,6 +174,15 @@ class Shard:
             d = data[session]
             encod, recon, ext = d.batch("train", idx)
             sv = d.sv_mask[idx] if d.sv_mask is not None else None
+            if self.settings.temporal_shift:
+                encod, recon, sv = shift_training_batch(
+                    encod,
+                    recon,
+                    self.settings.temporal_shift_std,
+                    self.settings.temporal_shift_max,
+                    sv_mask=sv,
+                    generator=self.noise,
+                )
             obs = self.net.observation_model(session)
             batch = prepare_batch(
                 encod,
