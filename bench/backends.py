@@ -4,7 +4,10 @@ Chaotic-RNN data (g = 2.5, 400 conditions x 5 trials: 1600 train / 400 valid, 10
 the chaotic-RNN model size; one generation of `--epochs` epochs. Reports wall seconds per trained
 worker-epoch (training + validation, Ray start-up included for auto).
 
-    .venv/bin/python bench/backends.py [--workers 16] [--epochs 1] [--backends auto inline]
+    .venv/bin/python bench/backends.py [--workers 16] [--epochs 1] [--backends auto inline] [k=v ...]
+
+Extra `key=value` words are config overrides for every run (e.g. `pbt.workers_per_shard=2`: eight
+shards of two workers as eight single-thread Ray actors sharing the cores).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=["auto", "inline"])
     parser.add_argument("--out", default="bench/out/backends")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +53,7 @@ def main() -> None:
                 f"trainer.ramp_epochs={args.epochs}",
                 "pbt.max_generations=1",
                 "trainer.samples=1",
+                *args.overrides,
             ],
         )
         sessions = load_sessions([str(data)], cfg)
@@ -60,6 +65,7 @@ def main() -> None:
         rows.append(
             {
                 "backend": backend,
+                "overrides": " ".join(args.overrides),
                 "wall_s": round(wall, 1),
                 "worker_epochs": worker_epochs,
                 "s_per_worker_epoch": round(wall / worker_epochs, 2),
@@ -68,7 +74,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     report = {
         "command": f"python bench/backends.py --workers {args.workers} --epochs {args.epochs} "
-        f"--backends {' '.join(args.backends)}",
+        f"--backends {' '.join(args.backends)} {' '.join(args.overrides)}".strip(),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "results": rows,

@@ -263,8 +263,14 @@ def test_session_metrics_keys_and_values():
 
 def test_session_metrics_omits_what_cannot_be_computed():
     session, rates = make_session(with_truth=False, with_behavior=False, held_out=False)
+    metrics = session_metrics({"valid": rates["valid"]}, session)
+    assert set(metrics) == {"valid/nll", "valid/bps"}
+
+
+def test_session_metrics_of_non_count_models_have_no_bits_per_spike():
+    session, rates = make_session(with_behavior=False)
     metrics = session_metrics({"valid": rates["valid"]}, session, reconstruction="gamma")
-    assert set(metrics) == {"valid/bps"}
+    assert set(metrics) == {"valid/r2"}
 
 
 def test_session_metrics_refuses_outputs_of_the_wrong_shape():

@@ -176,9 +176,9 @@ def session_metrics(
     """All section 5 metrics computable for one session's model outputs.
 
     For each split `s` present in both `output_params` and `session.recon`:
-    `s/nll` (mean Poisson NLL per observed element; only for 'poisson'), `s/bps`,
-    `s/co_bps` (if there are held-out channels), `s/fp_bps` (if there are forward-prediction
-    steps) and `s/r2` (rates against `session.truth[s]`, when the file has truth). Adds
+    for a Poisson model `s/nll` (mean Poisson NLL per observed element), `s/bps`, `s/co_bps` (if
+    there are held-out channels) and `s/fp_bps` (if there are forward-prediction steps); for every
+    model `s/r2` (rates against `session.truth[s]`, when the file has truth). Adds
     `behavior_r2` (ridge decoding, fit on train, scored on valid) when `session.extra` holds
     `train_behavior` and `valid_behavior`; rates are cut to the behaviour's number of bins.
 
@@ -197,14 +197,14 @@ def session_metrics(
         rates = np.asarray(output_params[split], dtype=np.float64)
         counts = np.asarray(session.recon[split], dtype=np.float64)
         _check_output_shape(rates, counts, split)
-        if reconstruction == "poisson":
+        if reconstruction == "poisson":  # bits/spike scores spike counts under Poisson rates
             n_observed = int(np.count_nonzero(~np.isnan(counts)))
             metrics[f"{split}/nll"] = poisson_nll(rates, counts) / max(n_observed, 1)
-        metrics[f"{split}/bps"] = bits_per_spike(rates, counts)
-        if dims.recon_data_dim > dims.encod_data_dim:
-            metrics[f"{split}/co_bps"] = co_bps(rates, counts, dims.encod_data_dim)
-        if dims.recon_seq_len > dims.encod_seq_len:
-            metrics[f"{split}/fp_bps"] = fp_bps(rates, counts, dims.encod_seq_len)
+            metrics[f"{split}/bps"] = bits_per_spike(rates, counts)
+            if dims.recon_data_dim > dims.encod_data_dim:
+                metrics[f"{split}/co_bps"] = co_bps(rates, counts, dims.encod_data_dim)
+            if dims.recon_seq_len > dims.encod_seq_len:
+                metrics[f"{split}/fp_bps"] = fp_bps(rates, counts, dims.encod_seq_len)
         if split in session.truth:
             metrics[f"{split}/r2"] = r2_score(session.truth[split], rates)
     if {"train", "valid"} <= output_params.keys() and {
