@@ -57,14 +57,14 @@ class LoopWeights:
         )
 
 
-def _sample(raw: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """u = mean + noise * std from raw (K, B, 2U); also std (None when noise is None)."""
+def _sample(raw: Tensor, noise: Tensor | None) -> Tensor:
+    """u = mean + noise * std from raw (K, B, 2U) = [mean, log-variance]; the mean when noise is None."""
     n = raw.shape[-1] // 2
     mean = raw[..., :n]
     if noise is None:
-        return mean, None
+        return mean
     std = torch.exp(0.5 * raw[..., n:].clamp(-LOGVAR_BOUND, LOGVAR_BOUND))
-    return torch.addcmul(mean, noise, std), std
+    return torch.addcmul(mean, noise, std)
 
 
 class _ControlledGenerator(torch.autograd.Function):
@@ -228,7 +228,7 @@ def controlled_generator_reference(
             con_x[:, :, t] + torch.bmm(d, w.feedback), c, w.con_gate, w.con_cand, clip
         )
         raw = torch.bmm(c, w.co_weight) + w.co_bias.unsqueeze(1)
-        u, _ = _sample(raw, noise[:, :, t] if noise is not None else None)
+        u = _sample(raw, noise[:, :, t] if noise is not None else None)
         g = gru_step_reference(
             gen_x[:, :, t] + torch.bmm(u, w.co_to_gen), g, w.gen_gate, w.gen_cand, clip
         )

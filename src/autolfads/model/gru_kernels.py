@@ -6,10 +6,11 @@ Notation (per worker k, batch rows b; H hidden units):
     c = tanh(x_c + (r * h) W_c)      (W_c: (H, H))
     h' = hardtanh(c + u (h - c), -clip, clip)
 
-`gru_step` is one step (used where the input of a step depends on the previous step: controller and
-generator); `gru_sequence` runs a whole sequence whose inputs are known in advance (encoders): its forward
-loop builds no autograd graph and its backward computes the weight gradients with one matmul over all
-steps. `gru_step_reference` is the plain autograd form, kept as the oracle for tests.
+`GRUTape` records a run time-major and does the chain rule of one step by hand; `gru_sequence` uses it
+for a whole sequence whose inputs are known in advance (encoders): its forward loop builds no autograd
+graph and its backward computes the weight gradients with one matmul over all steps. `gru_step` is a
+sequence of one step (`ClippedGRUCell.step`); the controller-generator loop drives two tapes itself
+(`generator_loop.py`). `gru_step_reference` is the plain autograd form, kept as the oracle for tests.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ __all__ = [
     "gru_step",
     "gru_sequence",
     "gru_step_reference",
-    "gru_forward_parts",
-    "gru_backward_parts",
     "GRUTape",
     "time_sum",
 ]
@@ -40,55 +39,6 @@ def gru_step_reference(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, cli
     return F.hardtanh(c + u * (h - c), -clip, clip)
 
 
-def gru_forward_parts(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float):
-    """One step plus what its backward needs: (h', ru, r*h, c, inside-the-clip mask)."""
-    n = h.shape[-1]
-    ru = torch.sigmoid(torch.baddbmm(x[..., : 2 * n], h, w_gate))
-    r, u = ru[..., :n], ru[..., n:]
-    rh = r * h
-    c = torch.tanh(torch.baddbmm(x[..., 2 * n :], rh, w_cand))
-    pre = torch.lerp(c, h, u)  # c + u (h - c)
-    inside = pre.abs() < clip
-    return pre.clamp(-clip, clip), ru, rh, c, inside
-
-
-def gru_backward_parts(g_out, h, ru, rh, c, inside, w_gate_t, w_cand_t):
-    """Gradients of one step: (g_x (K, B, 3H) = [g wrt the r/u pre-activations, g wrt the candidate's],
-    g_h (K, B, H)). Written into one buffer to avoid concatenations."""
-    n = h.shape[-1]
-    r, u = ru[..., :n], ru[..., n:]
-    g = torch.where(inside, g_out, 0.0)
-    g_x = torch.empty(*h.shape[:-1], 3 * n, dtype=h.dtype, device=h.device)
-    g_ru_pre, g_c_pre = g_x[..., : 2 * n], g_x[..., 2 * n :]
-    torch.mul(g * (1 - u), 1 - c * c, out=g_c_pre)
-    g_rh = torch.bmm(g_c_pre, w_cand_t)
-    torch.mul(g_rh, h, out=g_x[..., :n])
-    torch.mul(g, h - c, out=g_x[..., n : 2 * n])
-    g_ru_pre.mul_(ru * (1 - ru))
-    g_h = torch.baddbmm(torch.addcmul(g * u, g_rh, r), g_ru_pre, w_gate_t)
-    return g_x, g_h
-
-
-class _GRUStep(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, h, w_gate, w_cand, clip):  # type: ignore[override]
-        out, ru, rh, c, inside = gru_forward_parts(x, h, w_gate, w_cand, clip)
-        ctx.save_for_backward(h, ru, rh, c, inside, w_gate, w_cand)
-        return out
-
-    @staticmethod
-    def backward(ctx, g_out):  # type: ignore[override]
-        h, ru, rh, c, inside, w_gate, w_cand = ctx.saved_tensors
-        g_x, g_h = gru_backward_parts(
-            g_out, h, ru, rh, c, inside, w_gate.transpose(1, 2), w_cand.transpose(1, 2)
-        )
-        n = h.shape[-1]
-        g_ru_pre, g_c_pre = g_x[..., : 2 * n], g_x[..., 2 * n :]
-        g_w_gate = torch.bmm(h.transpose(1, 2), g_ru_pre)
-        g_w_cand = torch.bmm(rh.transpose(1, 2), g_c_pre)
-        return g_x, g_h, g_w_gate, g_w_cand, None
-
-
 def gru_step(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) -> Tensor:
     """One clipped-GRU step.
 
@@ -101,7 +51,7 @@ def gru_step(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) 
     Returns:
         (K, B, H) next state.
     """
-    return _GRUStep.apply(x, h, w_gate, w_cand, float(clip))
+    return gru_sequence(x.unsqueeze(2), h, w_gate, w_cand, clip)[:, :, 0]
 
 
 class GRUTape:
