@@ -27,41 +27,30 @@ run. Writes bench/out/emg/ (data, fit) and bench/out/emg.md / emg.json.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
-import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
+from variant_fits import (
+    add_fit_arguments,
+    apply_quick,
+    command_line,
+    fit_epochs,
+    machine_line,
+    model_sizes,
+    read_splits,
+    run_cli,
+    train,
+    write_report,
+)
 
 from autolfads.analysis.baselines import gaussian_smooth
 from autolfads.analysis.metrics import r2_score
-from autolfads.cli import main as autolfads_main
 
 DEFAULT_WIDTHS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)  # std, bins
-
-
-def run_cli(argv: list[str]) -> None:
-    """`autolfads ARGV...` in this process; a non-zero exit status is fatal."""
-    print("$ autolfads " + " ".join(argv), flush=True)
-    status = autolfads_main(argv)
-    if status != 0:
-        sys.exit(f"autolfads {argv[0]} failed with exit status {status}")
-
-
-def read_arrays(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
-    """`{split}_{key}` for train and valid, and the scalar conversion_factor."""
-    with h5py.File(path, "r") as f:
-        arrays = {f"{s}_{k}": f[f"{s}_{k}"][()] for s in ("train", "valid") for k in keys}
-        arrays["conversion_factor"] = float(f["conversion_factor"][()])
-    return arrays
 
 
 def expected_signal(arrays: dict, split: str) -> np.ndarray:
@@ -110,33 +99,9 @@ def choose_width(
 
 def fit_model(data: Path, out: Path, args: argparse.Namespace) -> dict:
     """Train the EMG model; wall time, epochs and best epoch from fitlog.csv."""
-    start = time.perf_counter()
-    run_cli(
-        [
-            "train",
-            str(data),
-            "-c",
-            "emg",
-            "-o",
-            str(out),
-            "--overwrite",
-            "--quiet",
-            "--seed",
-            str(args.seed),
-            "--samples",
-            str(args.samples),
-            f"trainer.max_epochs={args.epochs}",
-            f"datamodule.batch_size={args.batch_size}",
-            f"trainer.ramp_epochs={args.ramp_epochs}",
-            f"trainer.early_stopping_patience={args.patience}",
-            *args.overrides,
-        ]
-    )
-    wall = time.perf_counter() - start
-    with open(out / "fitlog.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    smth = [float(r["valid/recon_smth"]) for r in rows]
-    return {"wall_s": round(wall, 1), "epochs": len(rows), "best_epoch": int(np.argmin(smth))}
+    wall = train("emg", data, out, args)
+    epochs, best_epoch = fit_epochs(out)
+    return {"wall_s": round(wall, 1), "epochs": epochs, "best_epoch": best_epoch}
 
 
 def model_summary(out: Path) -> str:
@@ -144,11 +109,9 @@ def model_summary(out: Path) -> str:
 
     cfg = OmegaConf.load(out / "config.yaml")
     m = cfg.model
-    keys = ["ic_enc_dim", "ci_enc_dim", "con_dim", "co_dim", "ic_dim", "gen_dim", "fac_dim"]
     shift = cfg.datamodule.temporal_shift
     return (
-        "-c emg, "
-        + ", ".join(f"{k} {m[k]}" for k in keys)
+        f"-c emg, {model_sizes(m)}"
         + f", reconstruction {m.reconstruction}, log_input {m.log_input}, temporal shift "
         f"{'on' if shift.enabled else 'off'} (std {shift.std}, max {shift.max} bins), "
         f"batch {cfg.datamodule.batch_size}"
@@ -189,10 +152,7 @@ def markdown(report: dict) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--ramp-epochs", type=int, default=30, help="KL/L2 warm-up epochs")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--patience", type=int, default=50, help="early-stopping patience")
+    add_fit_arguments(parser, epochs=150, ramp=30, batch=32, patience=50)
     parser.add_argument("--conditions", type=int, default=20)
     parser.add_argument("--trials", type=int, default=20, help="trials per condition")
     parser.add_argument("--steps", type=int, default=100, help="bins per trial")
@@ -204,20 +164,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (< 1 min)")
     parser.add_argument("overrides", nargs="*", help="k=v config overrides for the fit")
     args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = "bench/out/emg_quick" if args.quick else "bench/out/emg"
+    apply_quick(args, "emg")
     if args.quick:
-        args.epochs, args.ramp_epochs, args.samples, args.batch_size = 2, 1, 2, 8
         args.conditions, args.trials, args.steps = 4, 5, 30
-        args.overrides = [
-            "model.ic_enc_dim=8",
-            "model.ci_enc_dim=8",
-            "model.con_dim=8",
-            "model.ic_dim=8",
-            "model.gen_dim=16",
-            "model.fac_dim=4",
-            *args.overrides,
-        ]
     return args
 
 
@@ -239,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             f"n_steps={args.steps}",
         ]
     )
-    arrays = read_arrays(data, ["encod_data", "truth", "artifacts", "inds"])
+    arrays = read_splits(data, ["encod_data", "truth", "artifacts", "inds"])
     width, train_r2 = choose_width(arrays, tuple(args.widths))
     filtered = low_pass(arrays["valid_encod_data"], width)
     oracle_width, oracle_train_r2 = choose_width(
@@ -249,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     oracle = masked_low_pass(arrays["valid_encod_data"], arrays["valid_artifacts"], oracle_width)
     fit = fit_model(data, out / "fit", args)
-    outputs = read_arrays(out / "fit" / "lfads_output_sess0.h5", ["output_params", "inds"])
+    outputs = read_splits(out / "fit" / "lfads_output_sess0.h5", ["output_params", "inds"])
     for split in ("train", "valid"):
         assert np.array_equal(outputs[f"{split}_inds"], arrays[f"{split}_inds"]), split
     model_train_r2 = r2_score(expected_signal(arrays, "train"), outputs["train_output_params"])
@@ -275,15 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     n_artifacts = int(arrays["valid_artifacts"].sum())
     report = {
-        "command": " ".join(
-            [".venv/bin/python", "bench/emg.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": command_line("bench/emg.py", argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": (
-            f"{platform.platform()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
-            f"thread(s), torch {torch.__version__}, load average "
-            f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end"
-        ),
+        "machine": machine_line(),
         "data": (
             f"`autolfads simulate emg --seed {args.seed}` n_conditions={args.conditions} "
             f"trials_per_condition={args.trials} n_steps={args.steps} (other parameters default; "
@@ -306,12 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     assert all(math.isfinite(r["r2"]) for r in results.values())
-    text = markdown(report)
-    md_path = out.parent / f"{out.name}.md"
-    md_path.write_text(text)
-    md_path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    print(text)
-    print(f"wrote {md_path} and {md_path.with_suffix('.json')}")
+    write_report(out, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -48,23 +48,30 @@ Writes bench/out/radical/ (data, fits) and bench/out/radical.md / radical.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
+from variant_fits import (
+    add_fit_arguments,
+    apply_quick,
+    command_line,
+    fit_epochs,
+    machine_line,
+    model_sizes,
+    read_splits,
+    run_cli,
+    train,
+    write_report,
+)
 
 from autolfads.analysis.baselines import gaussian_smooth
 from autolfads.analysis.metrics import r2_score, ridge_decoding_r2
-from autolfads.cli import main as autolfads_main
 from autolfads.data.subframe import subframe_index
 
 Resample = Callable[[np.ndarray], np.ndarray]
@@ -135,14 +142,6 @@ def ridge_predictions(
 # --------------------------------------------------------------------------- runs
 
 
-def run_cli(argv: list[str]) -> None:
-    """`autolfads ARGV...` in this process; a non-zero exit status is fatal."""
-    print("$ autolfads " + " ".join(argv), flush=True)
-    status = autolfads_main(argv)
-    if status != 0:
-        sys.exit(f"autolfads {argv[0]} failed with exit status {status}")
-
-
 def simulate(out: Path, args: argparse.Namespace, subframes: int) -> Path:
     path = out / f"calcium_k{subframes}.h5"
     run_cli(
@@ -164,29 +163,7 @@ def simulate(out: Path, args: argparse.Namespace, subframes: int) -> Path:
 
 def fit(data: Path, out: Path, args: argparse.Namespace) -> dict:
     """Train one model with `-c radical`; returns wall time, epochs and the output arrays."""
-    start = time.perf_counter()
-    run_cli(
-        [
-            "train",
-            str(data),
-            "-c",
-            "radical",
-            "-o",
-            str(out),
-            "--overwrite",
-            "--quiet",
-            "--seed",
-            str(args.seed),
-            "--samples",
-            str(args.samples),
-            f"trainer.max_epochs={args.epochs}",
-            f"datamodule.batch_size={args.batch_size}",
-            f"trainer.ramp_epochs={args.ramp_epochs}",
-            f"trainer.early_stopping_patience={args.patience}",
-            *args.overrides,
-        ]
-    )
-    wall = time.perf_counter() - start
+    wall = train("radical", data, out, args)
     (out / "bench_fit.json").write_text(json.dumps({"wall_s": wall, "argv": sys.argv}) + "\n")
     return load_fit(out)
 
@@ -194,22 +171,15 @@ def fit(data: Path, out: Path, args: argparse.Namespace) -> dict:
 def load_fit(out: Path) -> dict:
     """A finished fit in `out`: wall time (bench_fit.json), epochs, best epoch and the outputs."""
     info = json.loads((out / "bench_fit.json").read_text())
-    with open(out / "fitlog.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    smth = [float(r["valid/recon_smth"]) for r in rows]
+    epochs, best = fit_epochs(out)
     arrays = read_outputs(out / "lfads_output_sess0.h5")
-    best = int(np.argmin(smth))
-    fit_info = {"wall_s": info["wall_s"], "argv": info.get("argv", []), "epochs": len(rows)}
+    fit_info = {"wall_s": info["wall_s"], "argv": info.get("argv", []), "epochs": epochs}
     return {**fit_info, "best_epoch": best, **arrays}
 
 
 def read_outputs(path: Path) -> dict:
     keys = ["output_params", "factors", "latents", "truth", "inds"]
-    with h5py.File(path, "r") as f:
-        arrays = {f"{s}_{k}": f[f"{s}_{k}"][()] for s in ("train", "valid") for k in keys}
-        arrays["conversion_factor"] = float(f["conversion_factor"][()])
-        arrays["scan_offsets"] = f["scan_offsets"][()]
-    return arrays
+    return read_splits(path, keys, extra=("scan_offsets",))
 
 
 # --------------------------------------------------------------------------- scores
@@ -377,11 +347,8 @@ def model_summary(out: Path) -> str:
     from omegaconf import OmegaConf
 
     m = OmegaConf.load(out / "config.yaml").model
-    keys = ["ic_enc_dim", "ci_enc_dim", "con_dim", "co_dim", "ic_dim", "gen_dim", "fac_dim"]
-    return (
-        "-c radical, "
-        + ", ".join(f"{k} {m[k]}" for k in keys)
-        + (f", s_min {m.s_min}, reconstruction {m.reconstruction}")
+    return f"-c radical, {model_sizes(m)}" + (
+        f", s_min {m.s_min}, reconstruction {m.reconstruction}"
     )
 
 
@@ -390,10 +357,7 @@ def model_summary(out: Path) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--ramp-epochs", type=int, default=15, help="KL/L2 warm-up epochs")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--patience", type=int, default=1000, help="early-stopping patience")
+    add_fit_arguments(parser, epochs=50, ramp=15, batch=50, patience=1000)
     parser.add_argument("--conditions", type=int, default=40)
     parser.add_argument("--trials", type=int, default=20, help="trials per condition")
     parser.add_argument("--neurons", type=int, default=40)
@@ -412,20 +376,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("overrides", nargs="*", help="k=v config overrides for both fits")
     args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = "bench/out/radical_quick" if args.quick else "bench/out/radical"
+    apply_quick(args, "radical")
     if args.quick:
-        args.epochs, args.ramp_epochs, args.samples, args.batch_size = 2, 1, 2, 8
         args.conditions, args.trials, args.neurons, args.frames = 4, 5, 10, 12
-        args.overrides = [
-            "model.ic_enc_dim=8",
-            "model.ci_enc_dim=8",
-            "model.con_dim=8",
-            "model.ic_dim=8",
-            "model.gen_dim=16",
-            "model.fac_dim=4",
-            *args.overrides,
-        ]
     return args
 
 
@@ -447,16 +400,10 @@ def main(argv: list[str] | None = None) -> None:
     scores = score_all(radical, lfads, k, args.fast_sigma)
     n_train, n_valid = len(radical["train_inds"]), len(radical["valid_inds"])
     report = {
-        "command": " ".join(
-            [".venv/bin/python", "bench/radical.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "command": command_line("bench/radical.py", argv),
         "fit_command": " ".join([".venv/bin/python", *radical["argv"]]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": (
-            f"{platform.platform()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
-            f"thread(s), torch {torch.__version__}, load average "
-            f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end"
-        ),
+        "machine": machine_line(),
         "data": (
             f"`autolfads simulate calcium --seed {args.seed}` n_conditions={args.conditions} "
             f"trials_per_condition={args.trials} n_neurons={args.neurons} "
@@ -499,12 +446,7 @@ def main(argv: list[str] | None = None) -> None:
             for row, s in scores.items()
         },
     }
-    text = markdown(report)
-    md_path = out.parent / f"{out.name}.md"
-    md_path.write_text(text)
-    (out.parent / f"{out.name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(text)
-    print(f"wrote {md_path} and {md_path.with_suffix('.json')}")
+    write_report(out, report, markdown(report))
 
 
 if __name__ == "__main__":
