@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
@@ -399,22 +400,8 @@ def rates_figure(
         if counts:
             _raster(ax_data, data[row][:, shown])
         else:
-            ax_data.imshow(
-                data[row][:, shown].T,
-                aspect="auto",
-                origin="lower",
-                interpolation="nearest",
-                vmin=vmin,
-                vmax=vmax,
-            )
-        image = ax_rates.imshow(
-            rates[row][:, shown].T,
-            aspect="auto",
-            origin="lower",
-            interpolation="nearest",
-            vmin=vmin,
-            vmax=vmax,
-        )
+            _heatmap(ax_data, data[row][:, shown], vmin, vmax)
+        image = _heatmap(ax_rates, rates[row][:, shown], vmin, vmax)
         for ax in (ax_data, ax_rates):
             ax.set_ylabel("channel" if len(shown) == n_channels else "channel (subset)")
             if held_in is not None:
@@ -442,6 +429,13 @@ def rates_figure(
         )
         fig.colorbar(image, cax=bar, label="rate heatmaps: mean per bin")
     return fig
+
+
+def _heatmap(ax: Axes, values: np.ndarray, vmin: float, vmax: float) -> AxesImage:
+    """values (T, N) as channels (rows) over time bins, on a shared colour scale."""
+    return ax.imshow(
+        values.T, aspect="auto", origin="lower", interpolation="nearest", vmin=vmin, vmax=vmax
+    )
 
 
 def _raster(ax: Axes, counts: np.ndarray) -> None:
