@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autolfads.model.gru_kernels import gru_sequence, gru_step, gru_step_reference
+from autolfads.model.gru_kernels import gru_sequence, gru_step, gru_step_reference, time_sum
 
 K, B, T, H = 2, 3, 6, 4
 
@@ -61,3 +61,11 @@ def test_sequence_matches_step_by_step_reference(clip):
 def test_sequence_gradcheck():
     _, h, wg, wc, xs = _inputs(3)
     assert torch.autograd.gradcheck(lambda *a: gru_sequence(*a, 1.5), (xs, h, wg, wc))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_time_sum_matches_einsum_on_strided_slices(k):
+    a = torch.randn(7, k, 5, 4, dtype=torch.float64)
+    b = torch.randn(7, k, 5, 9, dtype=torch.float64)[..., 2:8]  # a slice, as the tapes pass
+    expected = torch.einsum("tkbi,tkbj->kij", a, b)
+    torch.testing.assert_close(time_sum(a, b), expected)

@@ -117,8 +117,18 @@ class GRUTape:
 
 
 def time_sum(a: Tensor, b: Tensor) -> Tensor:
-    """sum over steps and rows of a^T b: a (T, K, B, I), b (T, K, B, J) -> (K, I, J)."""
-    return torch.einsum("tkbi,tkbj->kij", a, b)
+    """sum over steps and rows of a^T b: a (T, K, B, I), b (T, K, B, J) -> (K, I, J).
+
+    One matmul over (T B) rows when K = 1 (a view of time-major buffers); otherwise one accumulating
+    batched matmul per step, which reads the buffers in place (einsum would copy both, ~2x slower).
+    """
+    steps, k, rows, n_in = a.shape
+    if k == 1:
+        return (a.reshape(steps * rows, n_in).T @ b.reshape(steps * rows, -1)).unsqueeze(0)
+    out = a.new_zeros(k, n_in, b.shape[-1])
+    for t in range(steps):
+        out.baddbmm_(a[t].transpose(1, 2), b[t])
+    return out
 
 
 class _GRUSequence(torch.autograd.Function):
