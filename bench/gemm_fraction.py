@@ -26,10 +26,11 @@ Issue #8 (speed). In one run, on the CPU, this script measures:
    layouts (the JSON also gives (c) against the 2 x 1-thread GEMM rate).
 
 FLOP count check. The hand-written backward passes of `autolfads.model.generator_loop` and
-`autolfads.model.gru_kernels` dispatch aten `bmm`, `baddbmm` and `baddbmm.out` (and `einsum`, which
-runs as `bmm`), which FlopCounterMode counts. It does not count the in-place `baddbmm_` that
-`GRUTape.backward_step` uses for d/dh_{t-1} += g_ru W_g^T (one per step of each GRU: about 1/7 of a
-step's matmul FLOPs at the medium size), so this script registers it (`IN_PLACE_GEMMS`). With that,
+`autolfads.model.gru_kernels` dispatch aten `bmm`, `baddbmm`, `baddbmm.out` and `mm`, which
+FlopCounterMode counts. It does not count the in-place `baddbmm_` that `GRUTape.backward_step` uses
+for d/dh_{t-1} += g_ru W_g^T (one per step of each GRU: about 1/7 of a step's matmul FLOPs at the
+medium size) and `time_sum` uses at K > 1 for the weight gradients, so this script registers it
+(`IN_PLACE_GEMMS`). With that,
 the counted FLOPs equal `hand_count_flops` (each product of the network counted by hand, its backward
 twice its forward except the encoders' input projections of the data, weight gradient only) exactly:
 checked for the medium model at K = 1 (batch 20 and 100) and K = 4 (batch 20), and re-checked on every
