@@ -16,6 +16,7 @@ from autolfads.config import check_data_dims, load_config
 from autolfads.data import SessionData, read_sessions, write_session_outputs
 from autolfads.errors import UsageError
 from autolfads.outputs.checkpoint import LFADS
+from autolfads.outputs.files import output_path
 from autolfads.outputs.posterior import as_output_datasets
 
 __all__ = [
@@ -84,7 +85,7 @@ def write_final_outputs(
     posterior = model.posterior(sessions, n_samples=n_samples, seed=int(cfg.seed))
     written = []
     for i, (sess, post) in enumerate(zip(sessions, posterior, strict=True)):
-        path = out / f"lfads_output_sess{i}.h5"
+        path = output_path(out, i)
         written.append(write_session_outputs(sess.path, path, as_output_datasets(post)))
     written.append(model.save(out / "model.ckpt"))
     written.append(write_config(out / "config.yaml", cfg))

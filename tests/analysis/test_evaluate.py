@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import h5py
 import numpy as np
@@ -44,3 +45,11 @@ def test_evaluate_without_outputs_is_a_usage_error(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no lfads_output_sess" in err[0]
+
+
+def test_evaluate_ignores_a_stray_file_named_like_an_output(trained, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    (out / "lfads_output_sessX.h5").write_bytes(b"not an output")
+    assert main(["evaluate", str(out)]) == 0
+    assert list(json.loads((out / "metrics.json").read_text())) == ["sess0"]

@@ -16,16 +16,12 @@ import pandas as pd
 import pytest
 from helpers import TINY_DATA, TINY_MODEL
 
-from autolfads.analysis import report as report_module
-from autolfads.analysis.plots import (
-    HPProgression,
-    latent_trajectories_figure,
-    pca_projection,
-    png_bytes,
-    rates_figure,
-    wants_log_axis,
-)
+from autolfads.analysis.report import commands as report_module
 from autolfads.analysis.report import make_report, report_at_end
+from autolfads.analysis.report.canvas import png_bytes, wants_log_axis
+from autolfads.analysis.report.hp_progression import HPProgression
+from autolfads.analysis.report.latent_figures import latent_trajectories_figure, pca_projection
+from autolfads.analysis.report.rates_figure import rates_figure
 from autolfads.cli import main
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.errors import UsageError

@@ -13,6 +13,7 @@ from autolfads._atomic import atomic_path
 from autolfads.analysis.metrics import session_metrics
 from autolfads.data import read_session
 from autolfads.errors import UsageError
+from autolfads.outputs.files import output_files
 
 __all__ = ["evaluate_run", "evaluate_command"]
 
@@ -24,9 +25,7 @@ def evaluate_run(out: str | Path) -> dict[str, dict[str, float]]:
     they are all that is needed; `config.yaml` says which observation model produced them.
     """
     out = Path(out)
-    files = sorted(
-        out.glob("lfads_output_sess*.h5"), key=lambda p: int(p.stem[len("lfads_output_sess") :])
-    )
+    files = output_files(out)
     if not files:
         raise UsageError(
             f"{out}: no lfads_output_sess*.h5 to evaluate (run `autolfads run` or `train` first)"

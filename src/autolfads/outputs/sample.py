@@ -6,6 +6,7 @@ import argparse
 
 from autolfads.data import read_sessions, write_session_outputs
 from autolfads.outputs.checkpoint import LFADS
+from autolfads.outputs.files import output_path
 from autolfads.outputs.posterior import as_output_datasets
 from autolfads.train.run import check_device
 from autolfads.workflow import prepare_out_dir
@@ -27,7 +28,7 @@ def sample_command(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, overwrite=args.overwrite)
     posterior = model.posterior(sessions, n_samples=args.samples, seed=args.seed)
     for i, (sess, post) in enumerate(zip(sessions, posterior, strict=True)):
-        path = out / f"lfads_output_sess{i}.h5"
+        path = output_path(out, i)
         write_session_outputs(sess.path, path, as_output_datasets(post))
         print(f"wrote {path}")
     return 0
