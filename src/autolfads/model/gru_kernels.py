@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from autolfads.model.fused import kernels_for
+
 _aten = torch.ops.aten
 
 __all__ = [
@@ -62,6 +64,9 @@ class GRUTape:
     reset-gated states, `cand` (T, K, B, H) candidates, `pre` (T, K, B, H) states before clipping
     (with keep=False, for inference, only `states` spans T: the others are one reused slot).
     `backward_step` runs the chain rule of one step on these cached values.
+
+    For float32 on CPU both run as one call each into the C++ kernels of `autolfads.model.fused`
+    when they can be built (no `pre` buffer then: a state at +-clip marks a clipped step).
     """
 
     def __init__(self, h0: Tensor, steps: int, clip: float, keep: bool = True) -> None:
@@ -75,11 +80,25 @@ class GRUTape:
         self.ru = h0.new_empty(slots, k, b, 2 * n)
         self.rh = h0.new_empty(slots, k, b, n)
         self.cand = h0.new_empty(slots, k, b, n)
-        self.pre = h0.new_empty(slots, k, b, n)
+        self.kernels = kernels_for(h0)
+        self.pre = h0.new_empty(slots, k, b, n) if self.kernels is None else None
 
     def step(self, t: int, x: Tensor, w_gate: Tensor, w_cand: Tensor) -> Tensor:
         """State after step t from the projected input x (K, B, 3H); returns states[t + 1]."""
         n, h, i = self.n, self.states[t], self.slot(t)
+        if self.kernels is not None:
+            self.kernels.gru_step_forward(
+                x,
+                h,
+                w_gate,
+                w_cand,
+                self.clip,
+                self.ru[i],
+                self.rh[i],
+                self.cand[i],
+                self.states[t + 1],
+            )
+            return self.states[t + 1]
         ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[i]).sigmoid_()
         rh = torch.mul(ru[..., :n], h, out=self.rh[i])
         c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[i]).tanh_()
@@ -98,6 +117,10 @@ class GRUTape:
         (g zero where the state was clipped).
         """
         n, h, c = self.n, self.states[t], self.cand[t]
+        if self.kernels is not None:
+            return self.kernels.gru_step_backward(
+                g, h, self.ru[t], c, self.states[t + 1], w_gate_t, w_cand_t, self.clip, g_x
+            )
         r, u = self.ru[t, ..., :n], self.ru[t, ..., n:]
         g = _aten.hardtanh_backward(g, self.pre[t], -self.clip, self.clip)
         g_ru, g_c = g_x[..., : 2 * n], g_x[..., 2 * n :]

@@ -1,0 +1,81 @@
+"""Optional C++ kernels for the clipped-GRU step (float32 on CPU), built on first use.
+
+`gru_step_forward` / `gru_step_backward` (csrc/gru_step.cpp) do one step's two matmuls with ATen and
+its gate arithmetic in two fused passes, replacing about ten ATen calls from Python per step
+(`GRUTape` uses them when `kernels_for(tensor)` returns the module). They are compiled with
+`torch.utils.cpp_extension` the first time they are needed (about 45 s on 2 cores; cached under
+$TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, and rebuilt only when the source or the
+flags change). Without a C++ compiler and ninja, or with AUTOLFADS_FUSED=0, nothing is built and
+the PyTorch path runs: same results to float32 rounding, slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+__all__ = ["kernels_for", "load_kernels", "fused_enabled"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "gru_step.cpp"
+_state: dict[str, ModuleType | str | None] = {"module": None, "failure": None}
+_log = logging.getLogger("autolfads")
+
+
+def fused_enabled() -> bool:
+    """False when the environment says AUTOLFADS_FUSED=0 (use the PyTorch path only)."""
+    return os.environ.get("AUTOLFADS_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _flags() -> tuple[str, list[str]]:
+    """Extension name and compiler flags for this CPU (vector width in the name: one build each)."""
+    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512") and sys.platform.startswith("linux"):
+        flags += ["-mavx2", "-mfma"]
+        return "autolfads_gru_avx2", flags
+    return "autolfads_gru", flags
+
+
+def _already_built(name: str) -> bool:
+    """True if a build of `name` is in the extensions cache (it is reused if the source is the same)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:
+        return False
+
+
+def load_kernels() -> ModuleType | None:
+    """The compiled kernels, building them once per machine; None (and why, logged once as a
+    warning) if they cannot be built."""
+    if _state["module"] is not None or _state["failure"] is not None:
+        return _state["module"]  # type: ignore[return-value]
+    try:
+        from torch.utils.cpp_extension import load
+
+        name, flags = _flags()
+        if not _already_built(name):
+            _log.warning("compiling the C++ GRU kernels for this machine (once, about a minute)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _state["module"] = load(name, [str(_SOURCE)], extra_cflags=flags, verbose=False)
+    except Exception as err:  # no compiler, no ninja, a failed build: the PyTorch path runs
+        reason = " ".join(str(err).split())[:300]
+        _state["failure"] = reason
+        _log.warning("C++ GRU kernels unavailable, using the PyTorch path (%s)", reason)
+    return _state["module"]  # type: ignore[return-value]
+
+
+def kernels_for(example: Tensor) -> ModuleType | None:
+    """The kernels if they apply to tensors like `example` (float32 on CPU) and can be loaded."""
+    if example.dtype != torch.float32 or example.device.type != "cpu" or not fused_enabled():
+        return None
+    return load_kernels()
