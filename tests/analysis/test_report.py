@@ -19,7 +19,7 @@ from helpers import TINY_DATA, TINY_MODEL
 from autolfads.analysis.report import commands as report_module
 from autolfads.analysis.report import make_report, report_at_end
 from autolfads.analysis.report.canvas import png_bytes, wants_log_axis
-from autolfads.analysis.report.hp_progression import HPProgression
+from autolfads.analysis.report.hp_progression import HPProgression, hp_progression_figure
 from autolfads.analysis.report.latent_figures import latent_trajectories_figure, pca_projection
 from autolfads.analysis.report.rates_figure import rates_figure
 from autolfads.cli import main
@@ -188,6 +188,15 @@ def test_progression_from_history_puts_the_exploit_after_its_generation():
     assert lr.shape == (3, N_WORKERS)
     assert lr[1, COPIER] == pytest.approx(1.1 * lr[0, SOURCE])
     assert set(progression.varying()) == {"lr_init", "dropout_rate"}
+
+
+def test_history_without_values_after_the_last_generation_still_plots():
+    history = fake_history()
+    history = history.drop(columns=[c for c in history.columns if c.startswith("hp_after/")])
+    progression = HPProgression.from_history(history)
+    lr = progression.values["lr_init"]
+    assert lr.shape == (3, N_WORKERS) and np.isnan(lr[-1]).all()
+    assert png_bytes(hp_progression_figure(progression))[:4] == b"\x89PNG"
 
 
 def test_progression_from_fitlog_marks_the_first_epoch_of_the_generation():

@@ -91,7 +91,7 @@ def _values_per_generation(
     history: pd.DataFrame, generations: np.ndarray, workers: list[int]
 ) -> dict[str, np.ndarray]:
     """HP name -> (G + 1, K): the values trained with in each generation, then those after the
-    last exploit/explore; (G, K) if the history has no `hp_after/<name>` column."""
+    last exploit/explore (NaN if the history has no `hp_after/<name>` column)."""
     names = [c.split("/", 1)[1] for c in history.columns if c.startswith("hp_before/")]
     values = {}
     for name in names:
@@ -99,9 +99,9 @@ def _values_per_generation(
         after = f"hp_after/{name}"
         if after in history:
             final = _worker_table(history, "generation", generations, workers, after)[-1:]
-            values[name] = np.vstack([before, final])
         else:
-            values[name] = before
+            final = np.full((1, len(workers)), np.nan)
+        values[name] = np.vstack([before, final])
     return values
 
 
