@@ -37,9 +37,13 @@ def _flags() -> tuple[str, list[str]]:
     """Extension name and compiler flags for this CPU (vector width in the name: one build each)."""
     flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
     capability = torch.backends.cpu.get_cpu_capability()
-    if capability in ("AVX2", "AVX512") and sys.platform.startswith("linux"):
-        flags += ["-mavx2", "-mfma"]
-        return "autolfads_gru_avx2", flags
+    if not sys.platform.startswith("linux"):
+        return "autolfads_gru", flags
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mfma"]
+        return "autolfads_gru_avx512", [*flags, "-mprefer-vector-width=512"]
+    if capability == "AVX2":
+        return "autolfads_gru_avx2", [*flags, "-mavx2", "-mfma"]
     return "autolfads_gru", flags
 
 
