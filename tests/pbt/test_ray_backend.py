@@ -238,3 +238,15 @@ def test_make_backend_rejects_unknown_names(sessions):
 def test_auto_plan(n_workers, device, cpus, gpus, gen_dim, plan):
     structure = tiny_structure(gen_dim=gen_dim)
     assert auto_plan(n_workers, structure, 16, device, cpus=cpus, gpus=gpus) == plan
+
+
+def test_cpu_kernels_are_built_by_the_driver_before_ray_actors_start(sessions, monkeypatch):
+    import autolfads.pbt.ray_backend as ray_backend_module
+
+    calls = []
+    monkeypatch.setattr(backends, "load_kernels", lambda: calls.append("load"))
+    monkeypatch.setattr(ray_backend_module, "RayBackend", lambda *a, **k: calls.append("actors"))
+    make_backend("inline", shard_specs(), sessions)
+    assert calls == []
+    make_backend("ray", shard_specs(), sessions)
+    assert calls == ["load", "actors"]

@@ -17,6 +17,7 @@ import torch
 
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError
+from autolfads.model.fused import load_kernels
 from autolfads.model.structure import LFADSStructure
 from autolfads.pbt.runner import ShardRunner, ShardSpec
 
@@ -177,6 +178,8 @@ def make_backend(
     """
     if name == "inline" or (name == "auto" and not _auto_picks_ray(specs, address)):
         return InlineBackend(specs, sessions)
+    if any(spec.device == "cpu" for spec in specs):
+        load_kernels()  # a first-time build happens here, once, not in every shard actor at once
     if name in ("auto", "ray"):
         if not ray_available():
             raise ConfigError(
