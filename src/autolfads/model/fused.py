@@ -3,7 +3,7 @@
 `gru_step_forward` / `gru_step_backward` (csrc/gru_step.cpp) do one step's two matmuls with ATen and
 its gate arithmetic in two fused passes, replacing about ten ATen calls from Python per step
 (`GRUTape` uses them when `kernels_for(tensor)` returns the module). They are compiled with
-`torch.utils.cpp_extension` the first time they are needed (about 45 s on 2 cores; cached under
+`torch.utils.cpp_extension` the first time they are needed (about a minute on 2 cores; cached under
 $TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, and rebuilt only when the source or the
 flags change). Without a C++ compiler and ninja, or with AUTOLFADS_FUSED=0, nothing is built and
 the PyTorch path runs: same results to float32 rounding, slower.
@@ -58,8 +58,10 @@ def _already_built(name: str) -> bool:
 
 
 def load_kernels() -> ModuleType | None:
-    """The compiled kernels, building them once per machine; None (and why, logged once as a
-    warning) if they cannot be built."""
+    """The compiled kernels, building them once per machine; None if AUTOLFADS_FUSED=0 or (and why,
+    logged once as a warning) if they cannot be built."""
+    if not fused_enabled():
+        return None
     if _state["module"] is not None or _state["failure"] is not None:
         return _state["module"]  # type: ignore[return-value]
     try:
@@ -80,6 +82,6 @@ def load_kernels() -> ModuleType | None:
 
 def kernels_for(example: Tensor) -> ModuleType | None:
     """The kernels if they apply to tensors like `example` (float32 on CPU) and can be loaded."""
-    if example.dtype != torch.float32 or example.device.type != "cpu" or not fused_enabled():
+    if example.dtype != torch.float32 or example.device.type != "cpu":
         return None
     return load_kernels()

@@ -18,9 +18,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from autolfads.errors import DataError, UsageError
-from autolfads.outputs.files import OUTPUT_PREFIX, output_files
+from autolfads.outputs.files import output_files
 
-__all__ = ["RunFiles", "read_run", "open_output_file", "OUTPUT_PREFIX"]
+__all__ = ["RunFiles", "read_run", "open_output_file"]
 
 FITLOG_COLUMNS = ("worker_id", "epoch")
 HISTORY_COLUMNS = ("generation", "worker_id", "copied_from")
