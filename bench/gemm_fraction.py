@@ -146,9 +146,21 @@ def hand_count_flops(size: str, k: int) -> int:
 
 
 def count_step_flops(shards: Sequence[Shard], data: Sequence[SessionTensors]) -> int:
-    """Matmul FLOPs of one training step (one batch: `data` holds exactly one batch of trials)."""
-    with FlopCounterMode(display=False, custom_mapping=IN_PLACE_GEMMS) as counter:
-        pop.train_steps(list(shards), list(data))
+    """Matmul FLOPs of one training step (one batch: `data` holds exactly one batch of trials).
+
+    Counted on the PyTorch path (AUTOLFADS_FUSED=0 for the count): the C++ loops of
+    `autolfads.model.fused` call BLAS directly, out of FlopCounterMode's sight, for the same products.
+    """
+    saved = os.environ.get("AUTOLFADS_FUSED")
+    os.environ["AUTOLFADS_FUSED"] = "0"
+    try:
+        with FlopCounterMode(display=False, custom_mapping=IN_PLACE_GEMMS) as counter:
+            pop.train_steps(list(shards), list(data))
+    finally:
+        if saved is None:
+            del os.environ["AUTOLFADS_FUSED"]
+        else:
+            os.environ["AUTOLFADS_FUSED"] = saved
     return int(counter.get_total_flops())
 
 

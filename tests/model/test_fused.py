@@ -35,10 +35,10 @@ def test_float32_cpu_tapes_use_the_kernels_and_float64_does_not():
 
 
 @needs_kernels
-@pytest.mark.parametrize("clip", [1.0, 5.0])
-def test_sequence_matches_the_float64_reference(clip):
+@pytest.mark.parametrize(("clip", "k", "b"), [(1.0, 2, 5), (5.0, 2, 5), (1.0, 1, 300)])
+def test_sequence_matches_the_float64_reference(clip, k, b):
     gen = torch.Generator().manual_seed(0)
-    k, b, t, h = 2, 5, 9, 6
+    t, h = 9, 6
 
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_()
@@ -60,10 +60,9 @@ def test_sequence_matches_the_float64_reference(clip):
         torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
 
 
-@needs_kernels
-def test_controlled_generator_matches_the_float64_reference():
-    gen = torch.Generator().manual_seed(0)
-    k, b, t, c, g, u = 2, 4, 8, 4, 5, 2
+def _loop_case(k, b, t, c=4, g=5, u=2, seed=0):
+    """Float64 leaves of a controller-generator run: inputs, weights, masks, noise."""
+    gen = torch.Generator().manual_seed(seed)
 
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_()
@@ -73,6 +72,13 @@ def test_controlled_generator_matches_the_float64_reference():
     inputs = [r(k, b, t, 3 * c), r(k, b, t, 3 * g), r(k, b, g, scale=2.0), r(k, b, c)]
     masks = (torch.rand(k, b, t + 1, g, generator=gen, dtype=torch.float64) > 0.3) / 0.7
     noise = torch.randn(k, b, t, u, generator=gen, dtype=torch.float64)
+    return inputs, weights, masks, noise
+
+
+@needs_kernels
+@pytest.mark.parametrize(("k", "b"), [(2, 4), (1, 300)])  # one block per worker; 3 blocks of rows
+def test_controlled_generator_matches_the_float64_reference(k, b):
+    inputs, weights, masks, noise = _loop_case(k, b, t=8)
     clip = 1.5
     ref = controlled_generator_reference(*inputs, weights, masks, noise, clip)
     assert any(bool((o.abs() >= clip).any()) for o in ref[:2])
@@ -86,6 +92,49 @@ def test_controlled_generator_matches_the_float64_reference():
     probes = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in ref]
     for a, e in zip(_grads(out, leaves32, probes), _grads(ref, leaves64, probes), strict=True):
         torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
+def test_splitting_rows_across_threads_changes_nothing():
+    inputs, weights, masks, noise = _loop_case(1, 100, t=6)
+    leaves = _float32_leaves([*inputs, *weights.as_tuple()])
+    probes = [torch.randn(1, 100, 6, n) for n in (5, 4, 4, 2)]
+    runs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):  # 1 block of 100 rows, then 2 blocks of 50 run in parallel
+            torch.set_num_threads(n)
+            out = controlled_generator(
+                *leaves[:4], LoopWeights(*leaves[4:]), masks.float(), noise.float(), 1.5
+            )
+            runs.append([*out, *_grads(out, leaves, probes)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, e in zip(*runs, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+
+
+@needs_kernels
+def test_posterior_samples_read_their_trial_row_of_the_controller_input():
+    inputs, weights, _, noise = _loop_case(2, 6, t=5)
+    con_x, gen_x, gen_init, con_h0 = (x.detach().float() for x in inputs)
+    w = LoopWeights(*(x.detach().float() for x in weights.as_tuple()))
+    with torch.no_grad():  # 2 trials x 3 samples: rows 0-2 read trial 0, rows 3-5 trial 1
+        shared = controlled_generator(
+            con_x[:, :2], gen_x, gen_init, con_h0, w, None, noise.float(), 1.5, samples=3
+        )
+        repeated = controlled_generator(
+            con_x[:, :2].repeat_interleave(3, dim=1),
+            gen_x,
+            gen_init,
+            con_h0,
+            w,
+            None,
+            noise.float(),
+            1.5,
+        )
+    for a, e in zip(shared, repeated, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
 def test_switched_off_by_the_environment(monkeypatch):

@@ -23,7 +23,7 @@ from torch import Tensor
 
 __all__ = ["kernels_for", "load_kernels", "fused_enabled"]
 
-_SOURCE = Path(__file__).with_name("csrc") / "gru_step.cpp"
+_SOURCE = Path(__file__).with_name("csrc") / "gru_loops.cpp"
 _state: dict[str, ModuleType | str | None] = {"module": None, "failure": None}
 _log = logging.getLogger("autolfads")
 
@@ -35,16 +35,16 @@ def fused_enabled() -> bool:
 
 def _flags() -> tuple[str, list[str]]:
     """Extension name and compiler flags for this CPU (vector width in the name: one build each)."""
-    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+    flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
     capability = torch.backends.cpu.get_cpu_capability()
     if not sys.platform.startswith("linux"):
-        return "autolfads_gru", flags
+        return "autolfads_loops", flags
     if capability == "AVX512":
         flags += ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mfma"]
-        return "autolfads_gru_avx512", [*flags, "-mprefer-vector-width=512"]
+        return "autolfads_loops_avx512", [*flags, "-mprefer-vector-width=512"]
     if capability == "AVX2":
-        return "autolfads_gru_avx2", [*flags, "-mavx2", "-mfma"]
-    return "autolfads_gru", flags
+        return "autolfads_loops_avx2", [*flags, "-mavx2", "-mfma"]
+    return "autolfads_loops", flags
 
 
 def _already_built(name: str) -> bool:
@@ -72,7 +72,9 @@ def load_kernels() -> ModuleType | None:
             _log.warning("compiling the C++ GRU kernels for this machine (once, about a minute)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _state["module"] = load(name, [str(_SOURCE)], extra_cflags=flags, verbose=False)
+            _state["module"] = load(
+                name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False
+            )
     except Exception as err:  # no compiler, no ninja, a failed build: the PyTorch path runs
         reason = " ".join(str(err).split())[:300]
         _state["failure"] = reason

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from autolfads.model.gru_kernels import GRUTape, gru_step_reference, time_sum
+from autolfads.model.gru_kernels import (
+    GRUTape,
+    gru_step_reference,
+    last_dim_contiguous,
+    time_sum,
+)
 
 __all__ = ["LoopWeights", "controlled_generator", "controlled_generator_reference"]
 
@@ -67,9 +72,70 @@ def _sample(raw: Tensor, noise: Tensor | None) -> Tensor:
     return torch.addcmul(mean, noise, std)
 
 
+def _or_empty(x: Tensor | None) -> Tensor:
+    """x (last dim contiguous), or an empty tensor for None: how the C++ loops are told "absent"."""
+    return last_dim_contiguous(x) if x is not None else torch.empty(0)
+
+
+def _python_forward(con, gen, raw, us, std, dropped, con_x, gen_x, masks, noise, weights) -> None:
+    """The recurrence step by step with ATen ops (the path without the C++ kernels)."""
+    fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
+    steps, n_u = con_x.shape[2], us.shape[-1]
+    co_b = co_b.unsqueeze(1)
+    for t in range(steps):
+        con_in = torch.baddbmm(con_x[:, :, t], dropped[t], fb)
+        c = con.step(t, con_in, con_gate, con_cand)
+        torch.baddbmm(co_b, c, co_w, out=raw[t])
+        if std is not None:
+            slot = std[t if std.shape[0] == steps else 0]
+            lv = torch.clamp(raw[t, ..., n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=slot)
+            torch.addcmul(raw[t, ..., :n_u], noise[:, :, t], lv.mul_(0.5).exp_(), out=us[t])
+        else:
+            us[t] = raw[t, ..., :n_u]
+        gen_in = torch.baddbmm(gen_x[:, :, t], us[t], co_to_gen)
+        g = gen.step(t, gen_in, gen_gate, gen_cand)
+        if masks is not None and t + 1 < steps:
+            torch.mul(g, masks[:, :, t + 1], out=dropped[t + 1])
+
+
+def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs):
+    """The recurrence's chain rule step by step with ATen ops; fills outs, returns the carries."""
+    fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
+    g_gen, g_con, g_raw, g_u = grads
+    g_gen_x, g_con_x, g_raws = outs
+    steps, k, b, n_u = us.shape
+
+    def t_(w: Tensor) -> Tensor:
+        return w.transpose(1, 2)
+
+    coef_logvar = None
+    if std is not None:  # d u / d logvar = noise * std / 2 inside the clamp
+        lv = raw[..., n_u:]
+        in_range = (lv >= -LOGVAR_BOUND) & (lv <= LOGVAR_BOUND)
+        coef_logvar = 0.5 * noise.permute(2, 0, 1, 3) * std * in_range
+    carry_g = g_gen.new_zeros(k, b, gen.n)
+    carry_c = g_gen.new_zeros(k, b, con.n)
+    for t in range(steps - 1, -1, -1):
+        g_g_prev = gen.backward_step(
+            t, carry_g + g_gen[:, :, t], g_gen_x[t], t_(gen_gate), t_(gen_cand)
+        )
+        grad_raw = g_raws[t]
+        grad_u = torch.baddbmm(g_u[:, :, t], g_gen_x[t], t_(co_to_gen), out=grad_raw[..., :n_u])
+        if coef_logvar is not None:
+            torch.mul(grad_u, coef_logvar[t], out=grad_raw[..., n_u:])
+        grad_raw += g_raw[:, :, t]
+        grad_c = torch.baddbmm(g_con[:, :, t], grad_raw, t_(co_w)).add_(carry_c)
+        carry_c = con.backward_step(t, grad_c, g_con_x[t], t_(con_gate), t_(con_cand))
+        grad_d = torch.bmm(g_con_x[t], t_(fb))  # gradient wrt dropped[t] = g_{t-1} m_t
+        if masks is not None:
+            grad_d.mul_(masks[:, :, t])
+        carry_g = g_g_prev.add_(grad_d)
+    return carry_g, carry_c
+
+
 class _ControlledGenerator(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, con_x, gen_x, gen_init, con_h0, masks, noise, clip, *weights):  # type: ignore[override]
+    def forward(ctx, con_x, gen_x, gen_init, con_h0, masks, noise, clip, samples, *weights):  # type: ignore[override]
         fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
         steps, n_u = con_x.shape[2], co_w.shape[-1] // 2
         k, b, _ = gen_init.shape
@@ -84,21 +150,25 @@ class _ControlledGenerator(torch.autograd.Function):
             torch.mul(gen_init, masks[:, :, 0], out=dropped[0])
         else:
             dropped = gen.states
-        co_b = co_b.unsqueeze(1)
-        for t in range(steps):
-            con_in = torch.baddbmm(con_x[:, :, t], dropped[t], fb)
-            c = con.step(t, con_in, con_gate, con_cand)
-            torch.baddbmm(co_b, c, co_w, out=raw[t])
-            if std is not None:
-                slot = std[t if keep else 0]
-                lv = torch.clamp(raw[t, ..., n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=slot)
-                torch.addcmul(raw[t, ..., :n_u], noise[:, :, t], lv.mul_(0.5).exp_(), out=us[t])
-            else:
-                us[t] = raw[t, ..., :n_u]
-            gen_in = torch.baddbmm(gen_x[:, :, t], us[t], co_to_gen)
-            g = gen.step(t, gen_in, gen_gate, gen_cand)
-            if masks is not None and t + 1 < steps:
-                torch.mul(g, masks[:, :, t + 1], out=dropped[t + 1])
+        if gen.kernels is not None:  # the whole loop in C++
+            gen.kernels.controlled_forward(
+                last_dim_contiguous(con_x),
+                samples,
+                last_dim_contiguous(gen_x),
+                _or_empty(masks),
+                _or_empty(noise),
+                clip,
+                list(weights),
+                con.buffers(),
+                gen.buffers(),
+                raw,
+                us,
+                _or_empty(std),
+                dropped if masks is not None else _or_empty(None),
+            )
+        else:
+            con_x = con_x.repeat_interleave(samples, dim=1) if samples > 1 else con_x
+            _python_forward(con, gen, raw, us, std, dropped, con_x, gen_x, masks, noise, weights)
         ctx.tapes = (con, gen, raw, us, std, dropped)
         ctx.save_for_backward(
             masks if masks is not None else torch.empty(0),
@@ -122,38 +192,39 @@ class _ControlledGenerator(torch.autograd.Function):
         con, gen, raw, us, std, dropped = ctx.tapes
         masks, noise, *weights = ctx.saved_tensors
         masks = masks if ctx.has_masks else None
-        fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
         steps, k, b, n_u = us.shape
-
-        def t_(w: Tensor) -> Tensor:
-            return w.transpose(1, 2)
-
         g_gen_x = g_gen.new_empty(steps, k, b, 3 * gen.n)
         g_con_x = g_gen.new_empty(steps, k, b, 3 * con.n)
         g_raws = g_gen.new_zeros(steps, k, b, 2 * n_u)
-        coef_logvar = None
-        if std is not None:  # d u / d logvar = noise * std / 2 inside the clamp
-            lv = raw[..., n_u:]
-            in_range = (lv >= -LOGVAR_BOUND) & (lv <= LOGVAR_BOUND)
-            coef_logvar = 0.5 * noise.permute(2, 0, 1, 3) * std * in_range
-        carry_g = g_gen.new_zeros(k, b, gen.n)
-        carry_c = g_gen.new_zeros(k, b, con.n)
-        for t in range(steps - 1, -1, -1):
-            g_g_prev = gen.backward_step(
-                t, carry_g + g_gen[:, :, t], g_gen_x[t], t_(gen_gate), t_(gen_cand)
+        if gen.kernels is not None:  # the whole loop in C++
+            carry_g, carry_c = gen.kernels.controlled_backward(
+                *(last_dim_contiguous(g) for g in (g_gen, g_con, g_raw, g_u)),
+                _or_empty(masks),
+                _or_empty(noise if std is not None else None),
+                con.clip,
+                list(weights),
+                con.buffers(),
+                gen.buffers(),
+                raw,
+                us,
+                _or_empty(std),
+                g_gen_x,
+                g_con_x,
+                g_raws,
             )
-            grad_raw = g_raws[t]
-            grad_u = torch.baddbmm(g_u[:, :, t], g_gen_x[t], t_(co_to_gen), out=grad_raw[..., :n_u])
-            if coef_logvar is not None:
-                torch.mul(grad_u, coef_logvar[t], out=grad_raw[..., n_u:])
-            grad_raw += g_raw[:, :, t]
-            grad_c = torch.baddbmm(g_con[:, :, t], grad_raw, t_(co_w)).add_(carry_c)
-            carry_c = con.backward_step(t, grad_c, g_con_x[t], t_(con_gate), t_(con_cand))
-            grad_d = torch.bmm(g_con_x[t], t_(fb))  # gradient wrt dropped[t] = g_{t-1} m_t
-            if masks is not None:
-                grad_d.mul_(masks[:, :, t])
-            carry_g = g_g_prev.add_(grad_d)
-
+        else:
+            carry_g, carry_c = _python_backward(
+                con,
+                gen,
+                raw,
+                us,
+                std,
+                masks,
+                noise,
+                weights,
+                (g_gen, g_con, g_raw, g_u),
+                (g_gen_x, g_con_x, g_raws),
+            )
         g_con_gate, g_con_cand = con.weight_grads(g_con_x)
         g_gen_gate, g_gen_cand = gen.weight_grads(g_gen_x)
         grads_w = (
@@ -174,6 +245,7 @@ class _ControlledGenerator(torch.autograd.Function):
             None,
             None,
             None,
+            None,
             *grads_w,
         )
 
@@ -187,11 +259,13 @@ def controlled_generator(
     masks: Tensor | None,
     noise: Tensor | None,
     clip: float,
+    samples: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Run the controller and the generator together over T steps (see the module docstring).
 
     Args:
-        con_x: (K, B, T, 3C) projected controller inputs (encoder part, bias included).
+        con_x: (K, B / samples, T, 3C) projected controller inputs (encoder part, bias included),
+            one row per trial: with S samples, trial b drives rows b S ... b S + S - 1.
         gen_x: (K, B, T, 3G) projected generator inputs (external inputs and bias).
         gen_init: (K, B, G) initial generator state g_{-1}.
         con_h0: (K, B, C) initial controller state.
@@ -199,12 +273,16 @@ def controlled_generator(
         masks: (K, B, T + 1, G) dropout masks of the generator state (already scaled), or None.
         noise: (K, B, T, U) standard normal draws for the inferred inputs, or None to use the means.
         clip: state bound of both GRUs.
+        samples: S posterior samples per trial.
     Returns:
         gen_states (K, B, T, G), con_states (K, B, T, C), co_raw (K, B, T, 2U) posterior means and
         log-variances, co_sample (K, B, T, U) inferred inputs fed to the generator.
     """
+    tensors = (con_x, gen_x, gen_init, con_h0, *weights.as_tuple())
+    if samples > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        con_x, samples = con_x.repeat_interleave(samples, dim=1), 1  # the backward maps rows 1:1
     return _ControlledGenerator.apply(
-        con_x, gen_x, gen_init, con_h0, masks, noise, float(clip), *weights.as_tuple()
+        con_x, gen_x, gen_init, con_h0, masks, noise, float(clip), int(samples), *weights.as_tuple()
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "gru_step_reference",
     "GRUTape",
     "time_sum",
+    "last_dim_contiguous",
 ]
 
 
@@ -65,8 +66,10 @@ class GRUTape:
     (with keep=False, for inference, only `states` spans T: the others are one reused slot).
     `backward_step` runs the chain rule of one step on these cached values.
 
-    For float32 on CPU both run as one call each into the C++ kernels of `autolfads.model.fused`
-    when they can be built (no `pre` buffer then: a state at +-clip marks a clipped step).
+    `step` / `backward_step` are the PyTorch path. For float32 on CPU, when the C++ kernels of
+    `autolfads.model.fused` can be built, whole loops run in C++ on the same buffers instead
+    (`run_sequence` here, `controlled_generator` in generator_loop.py); there is no `pre` buffer
+    then (a state at +-clip marks a clipped step).
     """
 
     def __init__(self, h0: Tensor, steps: int, clip: float, keep: bool = True) -> None:
@@ -83,22 +86,40 @@ class GRUTape:
         self.kernels = kernels_for(h0)
         self.pre = h0.new_empty(slots, k, b, n) if self.kernels is None else None
 
+    def buffers(self) -> list[Tensor]:
+        """[states, ru, rh, cand]: the tape as the C++ loops take it."""
+        return [self.states, self.ru, self.rh, self.cand]
+
+    def run_sequence(self, xs: Tensor, w_gate: Tensor, w_cand: Tensor) -> None:
+        """Every step over projected inputs xs (K, B, T, 3H) known in advance."""
+        if self.kernels is not None:
+            self.kernels.gru_sequence_forward(
+                last_dim_contiguous(xs), w_gate, w_cand, self.clip, *self.buffers()
+            )
+            return
+        for t in range(self.states.shape[0] - 1):
+            self.step(t, xs[:, :, t], w_gate, w_cand)
+
+    def run_sequence_backward(
+        self, g_states: Tensor, w_gate: Tensor, w_cand: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """From d/d(states) (K, B, T, H): d/d(projected inputs) (T, K, B, 3H) and d/dh0 (K, B, H)."""
+        steps, k, b, n = self.rh.shape
+        g_xs = g_states.new_empty(steps, k, b, 3 * n)
+        if self.kernels is not None:
+            carry = self.kernels.gru_sequence_backward(
+                last_dim_contiguous(g_states), w_gate, w_cand, self.clip, *self.buffers(), g_xs
+            )
+            return g_xs, carry
+        w_gate_t, w_cand_t = w_gate.transpose(1, 2), w_cand.transpose(1, 2)
+        carry = g_states.new_zeros(k, b, n)
+        for t in range(steps - 1, -1, -1):
+            carry = self.backward_step(t, g_states[:, :, t] + carry, g_xs[t], w_gate_t, w_cand_t)
+        return g_xs, carry
+
     def step(self, t: int, x: Tensor, w_gate: Tensor, w_cand: Tensor) -> Tensor:
         """State after step t from the projected input x (K, B, 3H); returns states[t + 1]."""
         n, h, i = self.n, self.states[t], self.slot(t)
-        if self.kernels is not None:
-            self.kernels.gru_step_forward(
-                x,
-                h,
-                w_gate,
-                w_cand,
-                self.clip,
-                self.ru[i],
-                self.rh[i],
-                self.cand[i],
-                self.states[t + 1],
-            )
-            return self.states[t + 1]
         ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[i]).sigmoid_()
         rh = torch.mul(ru[..., :n], h, out=self.rh[i])
         c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[i]).tanh_()
@@ -117,10 +138,6 @@ class GRUTape:
         (g zero where the state was clipped).
         """
         n, h, c = self.n, self.states[t], self.cand[t]
-        if self.kernels is not None:
-            return self.kernels.gru_step_backward(
-                g, h, self.ru[t], c, self.states[t + 1], w_gate_t, w_cand_t, self.clip, g_x
-            )
         r, u = self.ru[t, ..., :n], self.ru[t, ..., n:]
         g = _aten.hardtanh_backward(g, self.pre[t], -self.clip, self.clip)
         g_ru, g_c = g_x[..., : 2 * n], g_x[..., 2 * n :]
@@ -137,6 +154,11 @@ class GRUTape:
         g_w_gate = time_sum(self.states[:-1], g_xs[..., : 2 * n])
         g_w_cand = time_sum(self.rh, g_xs[..., 2 * n :])
         return g_w_gate, g_w_cand
+
+
+def last_dim_contiguous(x: Tensor) -> Tensor:
+    """x itself if its last dim is contiguous (what the C++ loops read), else a contiguous copy."""
+    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 def time_sum(a: Tensor, b: Tensor) -> Tensor:
@@ -159,8 +181,7 @@ class _GRUSequence(torch.autograd.Function):
     def forward(ctx, xs, h0, w_gate, w_cand, clip):  # type: ignore[override]
         steps = xs.shape[2]
         tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
-        for t in range(steps):
-            tape.step(t, xs[:, :, t], w_gate, w_cand)
+        tape.run_sequence(xs, w_gate, w_cand)
         ctx.tape = tape
         ctx.save_for_backward(w_gate, w_cand)
         return tape.states[1:].permute(1, 2, 0, 3)  # (K, B, T, H)
@@ -169,12 +190,7 @@ class _GRUSequence(torch.autograd.Function):
     def backward(ctx, g_states):  # type: ignore[override]
         tape: GRUTape = ctx.tape
         w_gate, w_cand = ctx.saved_tensors
-        w_gate_t, w_cand_t = w_gate.transpose(1, 2), w_cand.transpose(1, 2)
-        steps, k, b, n = tape.rh.shape
-        g_xs = g_states.new_empty(steps, k, b, 3 * n)
-        carry = g_states.new_zeros(k, b, n)
-        for t in range(steps - 1, -1, -1):
-            carry = tape.backward_step(t, g_states[:, :, t] + carry, g_xs[t], w_gate_t, w_cand_t)
+        g_xs, carry = tape.run_sequence_backward(g_states, w_gate, w_cand)
         g_w_gate, g_w_cand = tape.weight_grads(g_xs)
         return g_xs.permute(1, 2, 0, 3), carry, g_w_gate, g_w_cand, None
 

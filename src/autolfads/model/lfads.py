@@ -240,7 +240,7 @@ class LFADSNetwork(nn.Module):
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each
             ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop, generator)
-            con_x = _repeat_rows(self.controller.project_input(ci, (b, t_rec)), samples)
+            con_x = self.controller.project_input(ci, (b, t_rec))  # one row per trial
             co_noise = None
             if sample:
                 co_noise = torch.randn(
@@ -261,6 +261,7 @@ class LFADSNetwork(nn.Module):
                 masks,
                 co_noise,
                 s.cell_clip,
+                samples,
             )
             co_mean, co_var = _gaussian_params(co_raw)
         else:

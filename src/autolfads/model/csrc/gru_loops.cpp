@@ -1,0 +1,505 @@
+// Whole recurrent loops of LFADS in C++, for float32 CPU tensors: the clipped-GRU sequence of the
+// encoders and the controller-generator recurrence, forward and backward.
+//
+// The recurrences are those of autolfads/model/gru_kernels.py and generator_loop.py (see their
+// docstrings), which stay the reference:
+//     [r, u] = sigmoid(x_ru + h W_g);  c = tanh(x_c + (r * h) W_c);  h' = clip(c + u (h - c))
+// Rows (trials, or trial x sample) never interact inside a recurrence, so the work is split into
+// items = (worker k, block of rows), and each item runs all T steps on its own: one thread per item,
+// no synchronisation per step, and the block's state stays in cache. Matmuls go to the BLAS that
+// torch ships (sgemm_); inside a parallel region it runs on the calling thread only.
+//
+// Buffers are the Python tapes' (time-major: (T, K, B, n), filled in place); inputs and incoming
+// gradients are batch-major (K, B, T, n) and may be strided views (unit stride in the last dim).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const float* alpha, const float* a, const int* lda,
+                       const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc);
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Arithmetic.
+
+// exp(x) to ~2 ulp (Cephes expf polynomial); written so that compilers vectorise loops of it.
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(float));
+  return p * scale;
+}
+inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+inline float tanh_(float x) { return 2.0f / (1.0f + fast_exp(-2.0f * x)) - 1.0f; }
+
+// Row-major C (m x n, row stride ldc) = beta C + A (m x k, lda) B (k x n, ldb).
+void mm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+        float beta, float* c, int64_t ldc) {
+  const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
+  const int LDA = static_cast<int>(ldb), LDB = static_cast<int>(lda), LDC = static_cast<int>(ldc);
+  const float one = 1.0f;
+  sgemm_("N", "N", &M, &N, &K, &one, b, &LDA, a, &LDB, &beta, c, &LDC);  // column-major C^T = B^T A^T
+}
+
+// Row-major C (m x n) = beta C + A (m x k) W^T, with W (n x k, row stride ldw).
+void mm_t(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
+          int64_t ldw, float beta, float* c, int64_t ldc) {
+  const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
+  const int LDA = static_cast<int>(ldw), LDB = static_cast<int>(lda), LDC = static_cast<int>(ldc);
+  const float one = 1.0f;
+  sgemm_("T", "N", &M, &N, &K, &one, w, &LDA, a, &LDB, &beta, c, &LDC);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor access.
+
+void check_buffer(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), name,
+              ": expected a contiguous float32 CPU tensor");
+}
+
+// A batch-major (K, B, T, n) view with unit stride in its last dim: row (k, b, t) -> pointer.
+struct Seq {
+  float* data;
+  int64_t sk, sb, st;
+  Seq(const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu() && t.dim() == 4 &&
+                    t.stride(3) == 1,
+                name, ": expected a float32 CPU (K, B, T, n) tensor with unit last stride");
+    data = t.data_ptr<float>();
+    sk = t.stride(0), sb = t.stride(1), st = t.stride(2);
+  }
+  float* at(int64_t k, int64_t b, int64_t t) const { return data + k * sk + b * sb + t * st; }
+};
+
+// A time-major tape buffer (T, K, B, n), contiguous: row (t, k, b) -> pointer.
+struct Tape {
+  float* data;
+  int64_t K, B, n;
+  Tape(const at::Tensor& t, const char* name) {
+    check_buffer(t, name);
+    data = t.data_ptr<float>();
+    K = t.size(1), B = t.size(2), n = t.size(3);
+  }
+  float* at(int64_t t, int64_t k, int64_t b) const { return data + ((t * K + k) * B + b) * n; }
+};
+
+// Per-worker weights (K, rows, cols), contiguous: worker k's matrix and its row stride.
+struct Weights {
+  const float* data;
+  int64_t rows, cols;
+  Weights(const at::Tensor& t, const char* name) {
+    check_buffer(t, name);
+    data = t.data_ptr<float>();
+    rows = t.size(1), cols = t.size(2);
+  }
+  const float* of(int64_t k) const { return data + k * rows * cols; }
+};
+
+// The work items: (worker, block of rows), enough blocks to keep every thread busy, each at most
+// `max_rows` rows so that a block's state stays in cache.
+struct Items {
+  int64_t per_worker, block, rows;
+  Items(int64_t workers, int64_t rows_, int64_t max_rows = 128) : rows(rows_) {
+    const int64_t threads = at::get_num_threads();
+    per_worker = std::max((threads + workers - 1) / workers, (rows + max_rows - 1) / max_rows);
+    per_worker = std::max<int64_t>(1, std::min(per_worker, rows));
+    block = (rows + per_worker - 1) / per_worker;
+  }
+  int64_t count(int64_t workers) const { return workers * per_worker; }
+  int64_t worker(int64_t i) const { return i / per_worker; }
+  int64_t first(int64_t i) const { return (i % per_worker) * block; }
+  int64_t size(int64_t i) const { return std::min(block, rows - first(i)); }
+};
+
+// Flushes subnormal floats to zero on this thread while in scope. Saturated gates (sigmoid near
+// 1e-38) times states make subnormals, and BLAS on subnormals runs several times slower.
+struct FlushSubnormals {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  FlushSubnormals() { _mm_setcsr(saved | 0x8040); }  // FTZ | DAZ
+  ~FlushSubnormals() { _mm_setcsr(saved); }
+#endif
+};
+
+template <typename F>
+void for_items(int64_t workers, int64_t rows, F&& body) {
+  const Items items(workers, rows);
+  at::parallel_for(0, items.count(workers), 1, [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;
+    for (int64_t i = begin; i < end; ++i) body(items.worker(i), items.first(i), items.size(i));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// One clipped-GRU step on R rows.
+
+struct Gru {
+  const float* w_gate;  // (H, 2H)
+  const float* w_cand;  // (H, H)
+  int64_t H;
+  float clip;
+};
+
+// Rows of x (3H each, row stride ldx) and h (R x H) -> ru (R x 2H), rh, cand, out (R x H).
+void gru_forward_rows(const Gru& g, int64_t R, const float* x, int64_t ldx, const float* h,
+                      float* ru, float* rh, float* cand, float* out) {
+  const int64_t H = g.H;
+  mm(R, 2 * H, H, h, H, g.w_gate, 2 * H, 0.0f, ru, 2 * H);
+  for (int64_t i = 0; i < R; ++i) {
+    const float* xi = x + i * ldx;
+    const float* hi = h + i * H;
+    float* a = ru + i * 2 * H;
+    float* o = rh + i * H;
+    for (int64_t j = 0; j < 2 * H; ++j) a[j] = sigmoid(a[j] + xi[j]);
+    for (int64_t j = 0; j < H; ++j) o[j] = a[j] * hi[j];
+  }
+  mm(R, H, H, rh, H, g.w_cand, H, 0.0f, cand, H);
+  const float clip = g.clip;
+  for (int64_t i = 0; i < R; ++i) {
+    const float* xi = x + i * ldx + 2 * H;
+    const float* hi = h + i * H;
+    const float* u = ru + i * 2 * H + H;
+    float* c = cand + i * H;
+    float* s = out + i * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const float cv = tanh_(c[j] + xi[j]);
+      c[j] = cv;
+      const float pre = cv + u[j] * (hi[j] - cv);
+      s[j] = pre < -clip ? -clip : (pre > clip ? clip : pre);
+    }
+  }
+}
+
+// Chain rule of one step on R rows: gin = d/dh' (R x H) -> gx = d/d(projected input) (row stride
+// ldgx, 3H wide) and gh = d/dh (R x H); grh is R x H scratch. The state was clipped where
+// |h'| = clip (there the gradient is zero, as hardtanh's).
+void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h, const float* ru,
+                       const float* cand, const float* state, float* gx, int64_t ldgx, float* gh,
+                       float* grh) {
+  const int64_t H = g.H;
+  const float clip = g.clip;
+  for (int64_t i = 0; i < R; ++i) {
+    const float* gi = gin + i * H;
+    const float* hi = h + i * H;
+    const float* u = ru + i * 2 * H + H;
+    const float* c = cand + i * H;
+    const float* s = state + i * H;
+    float* gxi = gx + i * ldgx;
+    float* ghi = gh + i * H;
+    for (int64_t j = 0; j < H; ++j) {
+      const float gm = (s[j] > -clip && s[j] < clip) ? gi[j] : 0.0f;
+      gxi[2 * H + j] = gm * (1.0f - u[j]) * (1.0f - c[j] * c[j]);
+      gxi[H + j] = gm * (hi[j] - c[j]) * u[j] * (1.0f - u[j]);
+      ghi[j] = gm * u[j];
+    }
+  }
+  mm_t(R, H, H, gx + 2 * H, ldgx, g.w_cand, H, 0.0f, grh, H);  // d/d(r * h)
+  for (int64_t i = 0; i < R; ++i) {
+    const float* grhi = grh + i * H;
+    const float* hi = h + i * H;
+    const float* r = ru + i * 2 * H;
+    float* gxi = gx + i * ldgx;
+    float* ghi = gh + i * H;
+    for (int64_t j = 0; j < H; ++j) {
+      gxi[j] = grhi[j] * hi[j] * r[j] * (1.0f - r[j]);
+      ghi[j] += grhi[j] * r[j];
+    }
+  }
+  mm_t(R, H, 2 * H, gx, ldgx, g.w_gate, 2 * H, 1.0f, gh, H);
+}
+
+// The tape of one GRU: states (T + 1, K, B, H) with states[0] = h0, and per-step gate values
+// (slots, K, B, .) where slots is T (kept for a backward) or 1 (inference: one reused slot).
+struct GruTape {
+  Tape states, ru, rh, cand;
+  bool keep;
+  GruTape(const at::Tensor& s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c)
+      : states(s, "states"), ru(a, "ru"), rh(b, "rh"), cand(c, "cand"), keep(a.size(0) > 1) {}
+  int64_t slot(int64_t t) const { return keep ? t : 0; }
+  void forward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* x,
+               int64_t ldx) const {
+    const int64_t s = slot(t);
+    gru_forward_rows(g, R, x, ldx, states.at(t, k, b), ru.at(s, k, b), rh.at(s, k, b),
+                     cand.at(s, k, b), states.at(t + 1, k, b));
+  }
+  void backward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* gin,
+                float* gx, float* gh, float* grh) const {
+    gru_backward_rows(g, R, gin, states.at(t, k, b), ru.at(t, k, b), cand.at(t, k, b),
+                      states.at(t + 1, k, b), gx, ru.n / 2 * 3, gh, grh);
+  }
+};
+
+Gru gru_of(const Weights& w_gate, const Weights& w_cand, int64_t k, double clip) {
+  return Gru{w_gate.of(k), w_cand.of(k), w_cand.rows, static_cast<float>(clip)};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Encoders: a GRU over a sequence whose projected inputs xs (K, B, T, 3H) are known in advance.
+
+void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
+                          const at::Tensor& w_cand, double clip, const at::Tensor& states,
+                          const at::Tensor& ru, const at::Tensor& rh, const at::Tensor& cand) {
+  const Seq x(xs, "xs");
+  const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
+  const GruTape tape(states, ru, rh, cand);
+  const int64_t K = tape.states.K, B = tape.states.B, T = states.size(0) - 1;
+  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+    const Gru g = gru_of(wg, wc, k, clip);
+    for (int64_t t = 0; t < T; ++t) tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb);
+  });
+}
+
+// d/d(states) (K, B, T, H) -> d/d(projected inputs) into g_xs (T, K, B, 3H); returns d/dh0.
+at::Tensor gru_sequence_backward(const at::Tensor& g_states, const at::Tensor& w_gate,
+                                 const at::Tensor& w_cand, double clip, const at::Tensor& states,
+                                 const at::Tensor& ru, const at::Tensor& rh,
+                                 const at::Tensor& cand, const at::Tensor& g_xs) {
+  const Seq gs(g_states, "g_states");
+  const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
+  const GruTape tape(states, ru, rh, cand);
+  const Tape gx(g_xs, "g_xs");
+  const int64_t K = tape.states.K, B = tape.states.B, H = tape.states.n;
+  const int64_t T = states.size(0) - 1;
+  at::Tensor carry_out = at::empty({K, B, H}, states.options());
+  const Tape carry_rows(carry_out.unsqueeze(0), "carry");
+  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+    const Gru g = gru_of(wg, wc, k, clip);
+    std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      for (int64_t i = 0; i < R; ++i) {
+        const float* src = gs.at(k, b0 + i, t);
+        for (int64_t j = 0; j < H; ++j) gin[i * H + j] = src[j] + gh[i * H + j];
+      }
+      tape.backward(g, t, k, b0, R, gin.data(), gx.at(t, k, b0), gh.data(), grh.data());
+    }
+    std::memcpy(carry_rows.at(0, k, b0), gh.data(), sizeof(float) * R * H);
+  });
+  return carry_out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller-generator recurrence (generator_loop.py):
+//     con_in_t = x^con_t + d_{t-1} W_fb;  c_t = GRU_con(con_in_t, c_{t-1});  raw_t = c_t W_co + b_co
+//     u_t = mean_t + eps_t exp(clamp(logvar_t) / 2);  gen_in_t = x^gen_t + u_t W_ug
+//     g_t = GRU_gen(gen_in_t, g_{t-1});  d_t = g_t m_{t+1}
+
+namespace {
+
+constexpr float kLogvarBound = 20.0f;
+
+struct LoopWeights {
+  Weights fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand;
+  LoopWeights(const std::vector<at::Tensor>& w)
+      : fb(w.at(0), "feedback"),
+        con_gate(w.at(1), "con_gate"),
+        con_cand(w.at(2), "con_cand"),
+        co_w(w.at(3), "co_weight"),
+        co_b(w.at(4).unsqueeze(1), "co_bias"),
+        co_to_gen(w.at(5), "co_to_gen"),
+        gen_gate(w.at(6), "gen_gate"),
+        gen_cand(w.at(7), "gen_cand") {}
+};
+
+struct LoopTapes {
+  GruTape con, gen;
+  Tape raw, us;
+  at::Tensor std_t, dropped_t;
+  LoopTapes(const std::vector<at::Tensor>& con_t, const std::vector<at::Tensor>& gen_t,
+            const at::Tensor& raw_, const at::Tensor& us_)
+      : con(con_t.at(0), con_t.at(1), con_t.at(2), con_t.at(3)),
+        gen(gen_t.at(0), gen_t.at(1), gen_t.at(2), gen_t.at(3)),
+        raw(raw_, "raw"),
+        us(us_, "us") {}
+};
+
+}  // namespace
+
+// Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C): trial b's S samples
+// are rows b S ... b S + S - 1 everywhere else. gen_x (K, B, T, 3G). masks (K, B, T + 1, G) and
+// noise (K, B, T, U) may be empty (no dropout; the posterior means). std_buf (slots, K, B, U) gets
+// exp(logvar / 2) when there is noise; dropped (T, K, B, G), with dropped[0] = g_init m_0 already
+// written, gets the dropped-out states fed back (the generator's states themselves without masks).
+void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tensor& gen_x,
+                        const at::Tensor& masks, const at::Tensor& noise, double clip,
+                        const std::vector<at::Tensor>& weights,
+                        const std::vector<at::Tensor>& con_tape,
+                        const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw,
+                        const at::Tensor& us, const at::Tensor& std_buf,
+                        const at::Tensor& dropped) {
+  const LoopWeights w(weights);
+  const LoopTapes tp(con_tape, gen_tape, raw, us);
+  const Seq cx(con_x, "con_x"), gx(gen_x, "gen_x");
+  const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
+  TORCH_CHECK(!has_masks || dropped.numel() > 0, "dropped: needed with masks");
+  const Seq mk(has_masks ? masks : gen_x, "masks"), nz(has_noise ? noise : gen_x, "noise");
+  const Tape sd(has_noise ? std_buf : raw, "std_buf");
+  const Tape dr(has_masks ? dropped : gen_tape.at(0), "dropped");
+  const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = raw.size(0);
+  const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
+  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+    const Gru con = gru_of(w.con_gate, w.con_cand, k, clip);
+    const Gru gen = gru_of(w.gen_gate, w.gen_cand, k, clip);
+    const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_b = w.co_b.of(k);
+    const float* co_to_gen = w.co_to_gen.of(k);
+    std::vector<float> con_in(R * 3 * C), gen_in(R * 3 * G);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t i = 0; i < R; ++i)
+        std::memcpy(&con_in[i * 3 * C], cx.at(k, (b0 + i) / samples, t), sizeof(float) * 3 * C);
+      mm(R, 3 * C, G, dr.at(t, k, b0), G, fb, 3 * C, 1.0f, con_in.data(), 3 * C);
+      tp.con.forward(con, t, k, b0, R, con_in.data(), 3 * C);
+      float* rw = tp.raw.at(t, k, b0);
+      for (int64_t i = 0; i < R; ++i) std::memcpy(rw + i * 2 * U, co_b, sizeof(float) * 2 * U);
+      mm(R, 2 * U, C, tp.con.states.at(t + 1, k, b0), C, co_w, 2 * U, 1.0f, rw, 2 * U);
+      float* u = tp.us.at(t, k, b0);
+      for (int64_t i = 0; i < R; ++i) {
+        const float* ri = rw + i * 2 * U;
+        float* ui = u + i * U;
+        if (!has_noise) {
+          for (int64_t j = 0; j < U; ++j) ui[j] = ri[j];
+          continue;
+        }
+        const float* eps = nz.at(k, b0 + i, t);
+        float* si = sd.at(tp.gen.slot(t), k, b0 + i);
+        for (int64_t j = 0; j < U; ++j) {
+          const float lv = std::min(std::max(ri[U + j], -kLogvarBound), kLogvarBound);
+          si[j] = std::exp(0.5f * lv);
+          ui[j] = ri[j] + eps[j] * si[j];
+        }
+      }
+      for (int64_t i = 0; i < R; ++i) {
+        float* gi = &gen_in[i * 3 * G];
+        std::memcpy(gi, gx.at(k, b0 + i, t), sizeof(float) * 3 * G);
+        for (int64_t j = 0; j < U; ++j) {
+          const float uj = u[i * U + j];
+          const float* wj = co_to_gen + j * 3 * G;
+          for (int64_t l = 0; l < 3 * G; ++l) gi[l] += uj * wj[l];
+        }
+      }
+      tp.gen.forward(gen, t, k, b0, R, gen_in.data(), 3 * G);
+      if (has_masks && t + 1 < T) {
+        const float* g = tp.gen.states.at(t + 1, k, b0);
+        float* d = dr.at(t + 1, k, b0);
+        for (int64_t i = 0; i < R; ++i) {
+          const float* m = mk.at(k, b0 + i, t + 1);
+          for (int64_t j = 0; j < G; ++j) d[i * G + j] = g[i * G + j] * m[j];
+        }
+      }
+    }
+  });
+}
+
+// The chain rule backward over the tapes of `controlled_forward` (samples = 1). Incoming
+// gradients g_gen (K, B, T, G), g_con (K, B, T, C), g_raw (K, B, T, 2U), g_u (K, B, T, U).
+// Writes g_gen_x (T, K, B, 3G), g_con_x (T, K, B, 3C), g_raws (T, K, B, 2U); returns
+// [d/dg_init (through the recurrence, before m_0), d/dc_0].
+std::vector<at::Tensor> controlled_backward(
+    const at::Tensor& g_gen, const at::Tensor& g_con, const at::Tensor& g_raw,
+    const at::Tensor& g_u, const at::Tensor& masks, const at::Tensor& noise, double clip,
+    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& con_tape,
+    const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw, const at::Tensor& us,
+    const at::Tensor& std_buf, const at::Tensor& g_gen_x, const at::Tensor& g_con_x,
+    const at::Tensor& g_raws) {
+  const LoopWeights w(weights);
+  const LoopTapes tp(con_tape, gen_tape, raw, us);
+  const Seq gg(g_gen, "g_gen"), gc(g_con, "g_con"), graw(g_raw, "g_raw"), gu(g_u, "g_u");
+  const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
+  const Seq mk(has_masks ? masks : g_gen, "masks"), nz(has_noise ? noise : g_gen, "noise");
+  const Tape sd(has_noise ? std_buf : raw, "std_buf");
+  const Tape ggx(g_gen_x, "g_gen_x"), gcx(g_con_x, "g_con_x"), graws(g_raws, "g_raws");
+  const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = raw.size(0);
+  const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
+  at::Tensor carry_g_out = at::empty({K, B, G}, raw.options());
+  at::Tensor carry_c_out = at::empty({K, B, C}, raw.options());
+  const Tape carry_g_rows(carry_g_out.unsqueeze(0), "carry_g"),
+      carry_c_rows(carry_c_out.unsqueeze(0), "carry_c");
+  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+    const Gru con = gru_of(w.con_gate, w.con_cand, k, clip);
+    const Gru gen = gru_of(w.gen_gate, w.gen_cand, k, clip);
+    const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_to_gen = w.co_to_gen.of(k);
+    std::vector<float> carry_g(R * G, 0.0f), carry_c(R * C, 0.0f), gin_g(R * G), gh_g(R * G),
+        grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      for (int64_t i = 0; i < R; ++i) {
+        const float* src = gg.at(k, b0 + i, t);
+        for (int64_t j = 0; j < G; ++j) gin_g[i * G + j] = src[j] + carry_g[i * G + j];
+      }
+      float* gxg = ggx.at(t, k, b0);
+      tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, gh_g.data(), grh_g.data());
+      // d/du = g_u + d/d(gen_in) W_ug^T; d/dlogvar = d/du * eps * std / 2 inside the clamp.
+      float* gr = graws.at(t, k, b0);
+      for (int64_t i = 0; i < R; ++i) {
+        std::memcpy(gr + i * 2 * U, gu.at(k, b0 + i, t), sizeof(float) * U);
+        std::fill(gr + i * 2 * U + U, gr + (i + 1) * 2 * U, 0.0f);
+      }
+      mm_t(R, U, 3 * G, gxg, 3 * G, co_to_gen, 3 * G, 1.0f, gr, 2 * U);
+      for (int64_t i = 0; i < R; ++i) {
+        float* gri = gr + i * 2 * U;
+        if (has_noise) {
+          const float* eps = nz.at(k, b0 + i, t);
+          const float* si = sd.at(t, k, b0 + i);
+          const float* ri = tp.raw.at(t, k, b0 + i);
+          for (int64_t j = 0; j < U; ++j) {
+            const float lv = ri[U + j];
+            const bool inside = lv >= -kLogvarBound && lv <= kLogvarBound;
+            gri[U + j] = inside ? gri[j] * (0.5f * eps[j] * si[j]) : 0.0f;
+          }
+        }
+        const float* gi = graw.at(k, b0 + i, t);
+        for (int64_t j = 0; j < 2 * U; ++j) gri[j] += gi[j];
+      }
+      // d/dc = g_con + d/draw W_co^T + carry
+      for (int64_t i = 0; i < R; ++i) {
+        const float* src = gc.at(k, b0 + i, t);
+        for (int64_t j = 0; j < C; ++j) gin_c[i * C + j] = src[j] + carry_c[i * C + j];
+      }
+      mm_t(R, C, 2 * U, gr, 2 * U, co_w, 2 * U, 1.0f, gin_c.data(), C);
+      float* gxc = gcx.at(t, k, b0);
+      tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, carry_c.data(), grh_c.data());
+      // d/d(dropped[t]) = d/d(con_in) W_fb^T, through the mask onto g_{t-1}
+      mm_t(R, G, 3 * C, gxc, 3 * C, fb, 3 * C, 0.0f, grad_d.data(), G);
+      for (int64_t i = 0; i < R; ++i) {
+        const float* m = has_masks ? mk.at(k, b0 + i, t) : nullptr;
+        for (int64_t j = 0; j < G; ++j) {
+          const float d = m ? grad_d[i * G + j] * m[j] : grad_d[i * G + j];
+          carry_g[i * G + j] = gh_g[i * G + j] + d;
+        }
+      }
+    }
+    std::memcpy(carry_g_rows.at(0, k, b0), carry_g.data(), sizeof(float) * R * G);
+    std::memcpy(carry_c_rows.at(0, k, b0), carry_c.data(), sizeof(float) * R * C);
+  });
+  return {carry_g_out, carry_c_out};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gru_sequence_forward", &gru_sequence_forward, "clipped-GRU sequence, tapes in place");
+  m.def("gru_sequence_backward", &gru_sequence_backward, "its chain rule; returns d/dh0");
+  m.def("controlled_forward", &controlled_forward, "controller-generator loop, tapes in place");
+  m.def("controlled_backward", &controlled_backward, "its chain rule; returns the carries");
+}
