@@ -162,3 +162,20 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
         "C++ GRU kernels unavailable, using the PyTorch path "
         "(Ninja is required to load C++ extensions)"
     ]
+
+
+@needs_kernels
+def test_mask_noise_is_uniform_and_reproducible_from_the_generator():
+    from autolfads.model.batched import uniform_like
+
+    like = torch.empty(3, 200, 100)
+    draws = [uniform_like(like, torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    u = draws[0]
+    assert u.shape == like.shape and float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    counts = torch.histc(u, bins=10, min=0.0, max=1.0)
+    assert float((counts / u.numel() - 0.1).abs().max()) < 0.005  # every decile equally likely
+    # neighbouring elements are not correlated (a counter-based hash, not a stride pattern)
+    flat = u.flatten() - 0.5
+    assert abs(float((flat[1:] * flat[:-1]).mean())) < 0.002

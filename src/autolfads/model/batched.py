@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from autolfads.model.fused import kernels_for
 from autolfads.model.gru_kernels import gru_sequence, gru_step
 
 __all__ = [
@@ -30,8 +31,17 @@ def per_worker(value: Tensor, like: Tensor) -> Tensor:
 
 
 def uniform_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """U(0, 1) noise shaped like x, drawn from `generator` (the global RNG when None)."""
-    return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """U(0, 1) noise shaped like x, drawn from `generator` (the global RNG when None).
+
+    For float32 on the CPU with the C++ kernels, `generator` gives one seed and a counter-based
+    hash in C++ makes the numbers (in parallel; torch's own CPU generator is sequential).
+    """
+    kernels = kernels_for(x)
+    if kernels is None:
+        return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    out = torch.empty(x.shape, dtype=x.dtype)
+    kernels.uniform_fill(out, int(torch.randint(2**62, (1,), generator=generator)))
+    return out
 
 
 def normal_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
