@@ -150,6 +150,7 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Ninja is required to load C++ extensions")
 
+    monkeypatch.delenv("AUTOLFADS_FUSED", raising=False)
     monkeypatch.setattr(fused, "_state", {"module": None, "failure": None})
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     monkeypatch.setattr(fused, "_already_built", lambda name: True)

@@ -65,7 +65,7 @@ def test_sequence_gradcheck():
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_time_sum_matches_einsum_on_strided_slices(k):
-    a = torch.randn(7, k, 5, 4, dtype=torch.float64)
-    b = torch.randn(7, k, 5, 9, dtype=torch.float64)[..., 2:8]  # a slice, as the tapes pass
-    expected = torch.einsum("tkbi,tkbj->kij", a, b)
+    a = torch.randn(k, 8, 5, 4, dtype=torch.float64)[:, :-1]  # states[:, :-1], as the tapes pass
+    b = torch.randn(k, 7, 5, 9, dtype=torch.float64)[..., 2:8]  # a slice of the gate gradients
+    expected = torch.einsum("ktbi,ktbj->kij", a, b)
     torch.testing.assert_close(time_sum(a, b), expected)

@@ -216,8 +216,11 @@ class BidirectionalGRU(nn.Module):
             bwd after x[0]) when keep_states is False.
         """
         k, b, t, _ = x.shape
-        both = torch.stack([x, x.flip(2)], dim=1).reshape(2 * k, b, t, -1)  # (2K, B, T, in)
-        projected = self.cell.project_input(both, (b, t))
+        # Projected time-major, (2K, T, B, 3H), the layout of the recurrence's tapes, so that the
+        # input gradients come back in place: no transposing copies of (T, B, 3H) blocks.
+        x_tm = x.transpose(1, 2)
+        both = torch.stack([x_tm, x_tm.flip(1)], dim=1).reshape(2 * k, t, b, -1)
+        projected = self.cell.project_input(both, (t, b)).transpose(1, 2)  # (2K, B, T, 3H) view
         h0 = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
         states = self.cell.sequence(projected, h0)  # (2K, B, T, H)
         if not keep_states:

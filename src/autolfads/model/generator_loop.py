@@ -83,19 +83,19 @@ def _python_forward(con, gen, raw, us, std, dropped, con_x, gen_x, masks, noise,
     steps, n_u = con_x.shape[2], us.shape[-1]
     co_b = co_b.unsqueeze(1)
     for t in range(steps):
-        con_in = torch.baddbmm(con_x[:, :, t], dropped[t], fb)
+        con_in = torch.baddbmm(con_x[:, :, t], dropped[:, t], fb)
         c = con.step(t, con_in, con_gate, con_cand)
-        torch.baddbmm(co_b, c, co_w, out=raw[t])
+        torch.baddbmm(co_b, c, co_w, out=raw[:, t])
         if std is not None:
-            slot = std[t if std.shape[0] == steps else 0]
-            lv = torch.clamp(raw[t, ..., n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=slot)
-            torch.addcmul(raw[t, ..., :n_u], noise[:, :, t], lv.mul_(0.5).exp_(), out=us[t])
+            slot = std[:, t if std.shape[1] == steps else 0]
+            lv = torch.clamp(raw[:, t, :, n_u:], -LOGVAR_BOUND, LOGVAR_BOUND, out=slot)
+            torch.addcmul(raw[:, t, :, :n_u], noise[:, :, t], lv.mul_(0.5).exp_(), out=us[:, t])
         else:
-            us[t] = raw[t, ..., :n_u]
-        gen_in = torch.baddbmm(gen_x[:, :, t], us[t], co_to_gen)
+            us[:, t] = raw[:, t, :, :n_u]
+        gen_in = torch.baddbmm(gen_x[:, :, t], us[:, t], co_to_gen)
         g = gen.step(t, gen_in, gen_gate, gen_cand)
         if masks is not None and t + 1 < steps:
-            torch.mul(g, masks[:, :, t + 1], out=dropped[t + 1])
+            torch.mul(g, masks[:, :, t + 1], out=dropped[:, t + 1])
 
 
 def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs):
@@ -103,7 +103,7 @@ def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs)
     fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
     g_gen, g_con, g_raw, g_u = grads
     g_gen_x, g_con_x, g_raws = outs
-    steps, k, b, n_u = us.shape
+    k, steps, b, n_u = us.shape
 
     def t_(w: Tensor) -> Tensor:
         return w.transpose(1, 2)
@@ -112,21 +112,21 @@ def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs)
     if std is not None:  # d u / d logvar = noise * std / 2 inside the clamp
         lv = raw[..., n_u:]
         in_range = (lv >= -LOGVAR_BOUND) & (lv <= LOGVAR_BOUND)
-        coef_logvar = 0.5 * noise.permute(2, 0, 1, 3) * std * in_range
+        coef_logvar = 0.5 * noise.transpose(1, 2) * std * in_range
     carry_g = g_gen.new_zeros(k, b, gen.n)
     carry_c = g_gen.new_zeros(k, b, con.n)
     for t in range(steps - 1, -1, -1):
         g_g_prev = gen.backward_step(
-            t, carry_g + g_gen[:, :, t], g_gen_x[t], t_(gen_gate), t_(gen_cand)
+            t, carry_g + g_gen[:, :, t], g_gen_x[:, t], t_(gen_gate), t_(gen_cand)
         )
-        grad_raw = g_raws[t]
-        grad_u = torch.baddbmm(g_u[:, :, t], g_gen_x[t], t_(co_to_gen), out=grad_raw[..., :n_u])
+        grad_raw = g_raws[:, t]
+        grad_u = torch.baddbmm(g_u[:, :, t], g_gen_x[:, t], t_(co_to_gen), out=grad_raw[..., :n_u])
         if coef_logvar is not None:
-            torch.mul(grad_u, coef_logvar[t], out=grad_raw[..., n_u:])
+            torch.mul(grad_u, coef_logvar[:, t], out=grad_raw[..., n_u:])
         grad_raw += g_raw[:, :, t]
         grad_c = torch.baddbmm(g_con[:, :, t], grad_raw, t_(co_w)).add_(carry_c)
-        carry_c = con.backward_step(t, grad_c, g_con_x[t], t_(con_gate), t_(con_cand))
-        grad_d = torch.bmm(g_con_x[t], t_(fb))  # gradient wrt dropped[t] = g_{t-1} m_t
+        carry_c = con.backward_step(t, grad_c, g_con_x[:, t], t_(con_gate), t_(con_cand))
+        grad_d = torch.bmm(g_con_x[:, t], t_(fb))  # gradient wrt dropped[t] = g_{t-1} m_t
         if masks is not None:
             grad_d.mul_(masks[:, :, t])
         carry_g = g_g_prev.add_(grad_d)
@@ -141,13 +141,13 @@ class _ControlledGenerator(torch.autograd.Function):
         k, b, _ = gen_init.shape
         keep = any(ctx.needs_input_grad)  # record the per-step values for a backward
         con, gen = GRUTape(con_h0, steps, clip, keep), GRUTape(gen_init, steps, clip, keep)
-        raw = gen_init.new_empty(steps, k, b, 2 * n_u)
-        us = gen_init.new_empty(steps, k, b, n_u)
-        std = gen_init.new_empty(steps if keep else 1, k, b, n_u) if noise is not None else None
+        raw = gen_init.new_empty(k, steps, b, 2 * n_u)  # tapes are (K, T, B, .), as GRUTape's
+        us = gen_init.new_empty(k, steps, b, n_u)
+        std = gen_init.new_empty(k, steps if keep else 1, b, n_u) if noise is not None else None
         if masks is not None:  # dropped-out generator states fed back: dropped[t] = g_{t-1} m_t
             # (masks only exist in training; inference feeds the states themselves)
-            dropped = gen_init.new_empty(steps, k, b, gen_init.shape[-1])
-            torch.mul(gen_init, masks[:, :, 0], out=dropped[0])
+            dropped = gen_init.new_empty(k, steps, b, gen_init.shape[-1])
+            torch.mul(gen_init, masks[:, :, 0], out=dropped[:, 0])
         else:
             dropped = gen.states
         if gen.kernels is not None:  # the whole loop in C++
@@ -178,11 +178,11 @@ class _ControlledGenerator(torch.autograd.Function):
         ctx.has_masks = masks is not None
 
         def batch_major(x: Tensor) -> Tensor:
-            return x.permute(1, 2, 0, 3)
+            return x.transpose(1, 2)
 
         return (
-            batch_major(gen.states[1:]),
-            batch_major(con.states[1:]),
+            batch_major(gen.states[:, 1:]),
+            batch_major(con.states[:, 1:]),
             batch_major(raw),
             batch_major(us),
         )
@@ -192,10 +192,10 @@ class _ControlledGenerator(torch.autograd.Function):
         con, gen, raw, us, std, dropped = ctx.tapes
         masks, noise, *weights = ctx.saved_tensors
         masks = masks if ctx.has_masks else None
-        steps, k, b, n_u = us.shape
-        g_gen_x = g_gen.new_empty(steps, k, b, 3 * gen.n)
-        g_con_x = g_gen.new_empty(steps, k, b, 3 * con.n)
-        g_raws = g_gen.new_zeros(steps, k, b, 2 * n_u)
+        k, steps, b, n_u = us.shape
+        g_gen_x = g_gen.new_empty(k, steps, b, 3 * gen.n)
+        g_con_x = g_gen.new_empty(k, steps, b, 3 * con.n)
+        g_raws = g_gen.new_zeros(k, steps, b, 2 * n_u)
         if gen.kernels is not None:  # the whole loop in C++
             carry_g, carry_c = gen.kernels.controlled_backward(
                 *(last_dim_contiguous(g) for g in (g_gen, g_con, g_raw, g_u)),
@@ -228,18 +228,18 @@ class _ControlledGenerator(torch.autograd.Function):
         g_con_gate, g_con_cand = con.weight_grads(g_con_x)
         g_gen_gate, g_gen_cand = gen.weight_grads(g_gen_x)
         grads_w = (
-            time_sum(dropped[:steps], g_con_x),
+            time_sum(dropped[:, :steps], g_con_x),
             g_con_gate,
             g_con_cand,
-            time_sum(con.states[1:], g_raws),
-            g_raws.sum(dim=(0, 2)),
+            time_sum(con.states[:, 1:], g_raws),
+            g_raws.sum(dim=(1, 2)),
             time_sum(us, g_gen_x),
             g_gen_gate,
             g_gen_cand,
         )
         return (
-            g_con_x.permute(1, 2, 0, 3),
-            g_gen_x.permute(1, 2, 0, 3),
+            g_con_x.transpose(1, 2),
+            g_gen_x.transpose(1, 2),
             carry_g,
             carry_c,
             None,

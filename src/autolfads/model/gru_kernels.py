@@ -58,12 +58,14 @@ def gru_step(x: Tensor, h: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) 
 
 
 class GRUTape:
-    """A clipped-GRU run recorded time-major for a hand-written backward, without autograd.
+    """A clipped-GRU run recorded for a hand-written backward, without autograd.
 
-    Buffers (T steps, K workers, B rows, H units), written in place by `step`:
-    `states` (T + 1, K, B, H) with states[0] = h0, `ru` (T, K, B, 2H) gate values, `rh` (T, K, B, H)
-    reset-gated states, `cand` (T, K, B, H) candidates, `pre` (T, K, B, H) states before clipping
-    (with keep=False, for inference, only `states` spans T: the others are one reused slot).
+    Buffers (K workers, T steps, B rows, H units; worker-major, then time-major, so that a worker's
+    steps x rows are one matrix for the weight gradients), written in place by `step`:
+    `states` (K, T + 1, B, H) with states[:, 0] = h0, `ru` (K, T, B, 2H) gate values, `rh`
+    (K, T, B, H) reset-gated states, `cand` (K, T, B, H) candidates, `pre` (K, T, B, H) states
+    before clipping (with keep=False, for inference, only `states` spans T: the others are one
+    reused slot).
     `backward_step` runs the chain rule of one step on these cached values.
 
     `step` / `backward_step` are the PyTorch path. For float32 on CPU, when the C++ kernels of
@@ -75,16 +77,16 @@ class GRUTape:
     def __init__(self, h0: Tensor, steps: int, clip: float, keep: bool = True) -> None:
         k, b, n = h0.shape
         self.clip, self.n = clip, n
-        self.states = h0.new_empty(steps + 1, k, b, n)
-        self.states[0] = h0
+        self.states = h0.new_empty(k, steps + 1, b, n)
+        self.states[:, 0] = h0
         # Without a backward (keep=False) the per-step values live in one reused, cache-warm slot.
         slots = steps if keep else 1
         self.slot = (lambda t: t) if keep else (lambda t: 0)
-        self.ru = h0.new_empty(slots, k, b, 2 * n)
-        self.rh = h0.new_empty(slots, k, b, n)
-        self.cand = h0.new_empty(slots, k, b, n)
+        self.ru = h0.new_empty(k, slots, b, 2 * n)
+        self.rh = h0.new_empty(k, slots, b, n)
+        self.cand = h0.new_empty(k, slots, b, n)
         self.kernels = kernels_for(h0)
-        self.pre = h0.new_empty(slots, k, b, n) if self.kernels is None else None
+        self.pre = h0.new_empty(k, slots, b, n) if self.kernels is None else None
 
     def buffers(self) -> list[Tensor]:
         """[states, ru, rh, cand]: the tape as the C++ loops take it."""
@@ -97,15 +99,15 @@ class GRUTape:
                 last_dim_contiguous(xs), w_gate, w_cand, self.clip, *self.buffers()
             )
             return
-        for t in range(self.states.shape[0] - 1):
+        for t in range(self.states.shape[1] - 1):
             self.step(t, xs[:, :, t], w_gate, w_cand)
 
     def run_sequence_backward(
         self, g_states: Tensor, w_gate: Tensor, w_cand: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """From d/d(states) (K, B, T, H): d/d(projected inputs) (T, K, B, 3H) and d/dh0 (K, B, H)."""
-        steps, k, b, n = self.rh.shape
-        g_xs = g_states.new_empty(steps, k, b, 3 * n)
+        """From d/d(states) (K, B, T, H): d/d(projected inputs) (K, T, B, 3H) and d/dh0 (K, B, H)."""
+        k, steps, b, n = self.rh.shape
+        g_xs = g_states.new_empty(k, steps, b, 3 * n)
         if self.kernels is not None:
             carry = self.kernels.gru_sequence_backward(
                 last_dim_contiguous(g_states), w_gate, w_cand, self.clip, *self.buffers(), g_xs
@@ -114,32 +116,32 @@ class GRUTape:
         w_gate_t, w_cand_t = w_gate.transpose(1, 2), w_cand.transpose(1, 2)
         carry = g_states.new_zeros(k, b, n)
         for t in range(steps - 1, -1, -1):
-            carry = self.backward_step(t, g_states[:, :, t] + carry, g_xs[t], w_gate_t, w_cand_t)
+            carry = self.backward_step(t, g_states[:, :, t] + carry, g_xs[:, t], w_gate_t, w_cand_t)
         return g_xs, carry
 
     def step(self, t: int, x: Tensor, w_gate: Tensor, w_cand: Tensor) -> Tensor:
-        """State after step t from the projected input x (K, B, 3H); returns states[t + 1]."""
-        n, h, i = self.n, self.states[t], self.slot(t)
-        ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[i]).sigmoid_()
-        rh = torch.mul(ru[..., :n], h, out=self.rh[i])
-        c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[i]).tanh_()
-        pre = torch.lerp(c, h, ru[..., n:], out=self.pre[i])  # c + u (h - c)
-        return torch.clamp(pre, -self.clip, self.clip, out=self.states[t + 1])
+        """State after step t from the projected input x (K, B, 3H); returns states[:, t + 1]."""
+        n, h, i = self.n, self.states[:, t], self.slot(t)
+        ru = torch.baddbmm(x[..., : 2 * n], h, w_gate, out=self.ru[:, i]).sigmoid_()
+        rh = torch.mul(ru[..., :n], h, out=self.rh[:, i])
+        c = torch.baddbmm(x[..., 2 * n :], rh, w_cand, out=self.cand[:, i]).tanh_()
+        pre = torch.lerp(c, h, ru[..., n:], out=self.pre[:, i])  # c + u (h - c)
+        return torch.clamp(pre, -self.clip, self.clip, out=self.states[:, t + 1])
 
     def backward_step(
         self, t: int, g: Tensor, g_x: Tensor, w_gate_t: Tensor, w_cand_t: Tensor
     ) -> Tensor:
         """Write the gradient wrt step t's projected input into g_x (K, B, 3H); return d/dh_{t-1}.
 
-        g: (K, B, H) gradient wrt states[t + 1].  w_gate_t, w_cand_t: transposed recurrent weights.
+        g: (K, B, H) gradient wrt states[:, t + 1].  w_gate_t, w_cand_t: transposed recurrent weights.
         Uses ATen's fused derivative kernels (one pass each) on the step's cached values:
         d/d(candidate pre-act.) = g (1 - u)(1 - c^2);  d/d(update pre-act.) = g (h - c) u (1 - u);
         d/d(reset pre-act.) = (g_c W_c^T) h r (1 - r);  d/dh = g u + (g_c W_c^T) r + g_ru W_g^T
         (g zero where the state was clipped).
         """
-        n, h, c = self.n, self.states[t], self.cand[t]
-        r, u = self.ru[t, ..., :n], self.ru[t, ..., n:]
-        g = _aten.hardtanh_backward(g, self.pre[t], -self.clip, self.clip)
+        n, h, c = self.n, self.states[:, t], self.cand[:, t]
+        r, u = self.ru[:, t, :, :n], self.ru[:, t, :, n:]
+        g = _aten.hardtanh_backward(g, self.pre[:, t], -self.clip, self.clip)
         g_ru, g_c = g_x[..., : 2 * n], g_x[..., 2 * n :]
         _aten.tanh_backward.grad_input(torch.addcmul(g, g, u, value=-1.0), c, grad_input=g_c)
         g_rh = torch.bmm(g_c, w_cand_t)
@@ -149,9 +151,9 @@ class GRUTape:
         return g_h.baddbmm_(g_ru, w_gate_t)
 
     def weight_grads(self, g_xs: Tensor) -> tuple[Tensor, Tensor]:
-        """Gradients of (w_gate, w_cand) from every step's input gradient g_xs (T, K, B, 3H)."""
+        """Gradients of (w_gate, w_cand) from every step's input gradient g_xs (K, T, B, 3H)."""
         n = self.n
-        g_w_gate = time_sum(self.states[:-1], g_xs[..., : 2 * n])
+        g_w_gate = time_sum(self.states[:, :-1], g_xs[..., : 2 * n])
         g_w_cand = time_sum(self.rh, g_xs[..., 2 * n :])
         return g_w_gate, g_w_cand
 
@@ -162,17 +164,16 @@ def last_dim_contiguous(x: Tensor) -> Tensor:
 
 
 def time_sum(a: Tensor, b: Tensor) -> Tensor:
-    """sum over steps and rows of a^T b: a (T, K, B, I), b (T, K, B, J) -> (K, I, J).
+    """sum over steps and rows of a^T b: a (K, T, B, I), b (K, T, B, J) -> (K, I, J).
 
-    One matmul over (T B) rows when K = 1 (a view of time-major buffers); otherwise one accumulating
-    batched matmul per step, which reads the buffers in place (einsum would copy both, ~2x slower).
+    One matmul per worker over its (T B) rows, read in place from the tapes (a worker's steps x
+    rows are one strided matrix in the worker-major layout; einsum, or bmm across workers whose
+    batch stride is not uniform, would copy them first).
     """
-    steps, k, rows, n_in = a.shape
-    if k == 1:
-        return (a.reshape(steps * rows, n_in).T @ b.reshape(steps * rows, -1)).unsqueeze(0)
-    out = a.new_zeros(k, n_in, b.shape[-1])
-    for t in range(steps):
-        out.baddbmm_(a[t].transpose(1, 2), b[t])
+    k, steps, rows, n_in = a.shape
+    out = a.new_empty(k, n_in, b.shape[-1])
+    for w in range(k):
+        torch.mm(a[w].reshape(steps * rows, n_in).T, b[w].reshape(steps * rows, -1), out=out[w])
     return out
 
 
@@ -184,7 +185,7 @@ class _GRUSequence(torch.autograd.Function):
         tape.run_sequence(xs, w_gate, w_cand)
         ctx.tape = tape
         ctx.save_for_backward(w_gate, w_cand)
-        return tape.states[1:].permute(1, 2, 0, 3)  # (K, B, T, H)
+        return tape.states[:, 1:].transpose(1, 2)  # (K, B, T, H)
 
     @staticmethod
     def backward(ctx, g_states):  # type: ignore[override]
@@ -192,7 +193,7 @@ class _GRUSequence(torch.autograd.Function):
         w_gate, w_cand = ctx.saved_tensors
         g_xs, carry = tape.run_sequence_backward(g_states, w_gate, w_cand)
         g_w_gate, g_w_cand = tape.weight_grads(g_xs)
-        return g_xs.permute(1, 2, 0, 3), carry, g_w_gate, g_w_cand, None
+        return g_xs.transpose(1, 2), carry, g_w_gate, g_w_cand, None
 
 
 def gru_sequence(xs: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float) -> Tensor:

@@ -9,8 +9,9 @@
 // no synchronisation per step, and the block's state stays in cache. Matmuls go to the BLAS that
 // torch ships (sgemm_); inside a parallel region it runs on the calling thread only.
 //
-// Buffers are the Python tapes' (time-major: (T, K, B, n), filled in place); inputs and incoming
-// gradients are batch-major (K, B, T, n) and may be strided views (unit stride in the last dim).
+// Buffers are the Python tapes' ((K, T, B, n): worker-major, then time-major; filled in place);
+// inputs and incoming gradients are batch-major (K, B, T, n) and may be strided views (unit stride
+// in the last dim).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -95,16 +96,17 @@ struct Seq {
   float* at(int64_t k, int64_t b, int64_t t) const { return data + k * sk + b * sb + t * st; }
 };
 
-// A time-major tape buffer (T, K, B, n), contiguous: row (t, k, b) -> pointer.
+// A tape buffer (K, T, B, n), contiguous: row (t, k, b) -> pointer.
 struct Tape {
   float* data;
-  int64_t K, B, n;
+  int64_t K, T, B, n;
   Tape(const at::Tensor& t, const char* name) {
     check_buffer(t, name);
+    TORCH_CHECK(t.dim() == 4, name, ": expected (K, T, B, n)");
     data = t.data_ptr<float>();
-    K = t.size(1), B = t.size(2), n = t.size(3);
+    K = t.size(0), T = t.size(1), B = t.size(2), n = t.size(3);
   }
-  float* at(int64_t t, int64_t k, int64_t b) const { return data + ((t * K + k) * B + b) * n; }
+  float* at(int64_t t, int64_t k, int64_t b) const { return data + ((k * T + t) * B + b) * n; }
 };
 
 // Per-worker weights (K, rows, cols), contiguous: worker k's matrix and its row stride.
@@ -232,13 +234,13 @@ void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h
   mm_t(R, H, 2 * H, gx, ldgx, g.w_gate, 2 * H, 1.0f, gh, H);
 }
 
-// The tape of one GRU: states (T + 1, K, B, H) with states[0] = h0, and per-step gate values
-// (slots, K, B, .) where slots is T (kept for a backward) or 1 (inference: one reused slot).
+// The tape of one GRU: states (K, T + 1, B, H) with states[:, 0] = h0, and per-step gate values
+// (K, slots, B, .) where slots is T (kept for a backward) or 1 (inference: one reused slot).
 struct GruTape {
   Tape states, ru, rh, cand;
   bool keep;
   GruTape(const at::Tensor& s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c)
-      : states(s, "states"), ru(a, "ru"), rh(b, "rh"), cand(c, "cand"), keep(a.size(0) > 1) {}
+      : states(s, "states"), ru(a, "ru"), rh(b, "rh"), cand(c, "cand"), keep(a.size(1) > 1) {}
   int64_t slot(int64_t t) const { return keep ? t : 0; }
   void forward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* x,
                int64_t ldx) const {
@@ -268,14 +270,14 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
   const Seq x(xs, "xs");
   const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
   const GruTape tape(states, ru, rh, cand);
-  const int64_t K = tape.states.K, B = tape.states.B, T = states.size(0) - 1;
+  const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1;
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     for (int64_t t = 0; t < T; ++t) tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb);
   });
 }
 
-// d/d(states) (K, B, T, H) -> d/d(projected inputs) into g_xs (T, K, B, 3H); returns d/dh0.
+// d/d(states) (K, B, T, H) -> d/d(projected inputs) into g_xs (K, T, B, 3H); returns d/dh0.
 at::Tensor gru_sequence_backward(const at::Tensor& g_states, const at::Tensor& w_gate,
                                  const at::Tensor& w_cand, double clip, const at::Tensor& states,
                                  const at::Tensor& ru, const at::Tensor& rh,
@@ -285,9 +287,9 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_states, const at::Tensor& w
   const GruTape tape(states, ru, rh, cand);
   const Tape gx(g_xs, "g_xs");
   const int64_t K = tape.states.K, B = tape.states.B, H = tape.states.n;
-  const int64_t T = states.size(0) - 1;
+  const int64_t T = tape.states.T - 1;
   at::Tensor carry_out = at::empty({K, B, H}, states.options());
-  const Tape carry_rows(carry_out.unsqueeze(0), "carry");
+  const Tape carry_rows(carry_out.unsqueeze(1), "carry");
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
@@ -342,8 +344,8 @@ struct LoopTapes {
 
 // Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C): trial b's S samples
 // are rows b S ... b S + S - 1 everywhere else. gen_x (K, B, T, 3G). masks (K, B, T + 1, G) and
-// noise (K, B, T, U) may be empty (no dropout; the posterior means). std_buf (slots, K, B, U) gets
-// exp(logvar / 2) when there is noise; dropped (T, K, B, G), with dropped[0] = g_init m_0 already
+// noise (K, B, T, U) may be empty (no dropout; the posterior means). std_buf (K, slots, B, U) gets
+// exp(logvar / 2) when there is noise; dropped (K, T, B, G), with dropped[:, 0] = g_init m_0 already
 // written, gets the dropped-out states fed back (the generator's states themselves without masks).
 void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tensor& gen_x,
                         const at::Tensor& masks, const at::Tensor& noise, double clip,
@@ -360,7 +362,7 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
   const Seq mk(has_masks ? masks : gen_x, "masks"), nz(has_noise ? noise : gen_x, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
   const Tape dr(has_masks ? dropped : gen_tape.at(0), "dropped");
-  const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = raw.size(0);
+  const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
   const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru con = gru_of(w.con_gate, w.con_cand, k, clip);
@@ -416,7 +418,7 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
 
 // The chain rule backward over the tapes of `controlled_forward` (samples = 1). Incoming
 // gradients g_gen (K, B, T, G), g_con (K, B, T, C), g_raw (K, B, T, 2U), g_u (K, B, T, U).
-// Writes g_gen_x (T, K, B, 3G), g_con_x (T, K, B, 3C), g_raws (T, K, B, 2U); returns
+// Writes g_gen_x (K, T, B, 3G), g_con_x (K, T, B, 3C), g_raws (K, T, B, 2U); returns
 // [d/dg_init (through the recurrence, before m_0), d/dc_0].
 std::vector<at::Tensor> controlled_backward(
     const at::Tensor& g_gen, const at::Tensor& g_con, const at::Tensor& g_raw,
@@ -432,12 +434,12 @@ std::vector<at::Tensor> controlled_backward(
   const Seq mk(has_masks ? masks : g_gen, "masks"), nz(has_noise ? noise : g_gen, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
   const Tape ggx(g_gen_x, "g_gen_x"), gcx(g_con_x, "g_con_x"), graws(g_raws, "g_raws");
-  const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = raw.size(0);
+  const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
   const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
   at::Tensor carry_g_out = at::empty({K, B, G}, raw.options());
   at::Tensor carry_c_out = at::empty({K, B, C}, raw.options());
-  const Tape carry_g_rows(carry_g_out.unsqueeze(0), "carry_g"),
-      carry_c_rows(carry_c_out.unsqueeze(0), "carry_c");
+  const Tape carry_g_rows(carry_g_out.unsqueeze(1), "carry_g"),
+      carry_c_rows(carry_c_out.unsqueeze(1), "carry_c");
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru con = gru_of(w.con_gate, w.con_cand, k, clip);
     const Gru gen = gru_of(w.gen_gate, w.gen_cand, k, clip);
