@@ -1,12 +1,16 @@
-"""Optional C++ kernels for the clipped-GRU step (float32 on CPU), built on first use.
+"""Optional C++ loops for the recurrences (float32 on CPU), built on first use.
 
-`gru_step_forward` / `gru_step_backward` (csrc/gru_step.cpp) do one step's two matmuls with ATen and
-its gate arithmetic in two fused passes, replacing about ten ATen calls from Python per step
-(`GRUTape` uses them when `kernels_for(tensor)` returns the module). They are compiled with
-`torch.utils.cpp_extension` the first time they are needed (about a minute on 2 cores; cached under
-$TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, and rebuilt only when the source or the
-flags change). Without a C++ compiler and ninja, or with AUTOLFADS_FUSED=0, nothing is built and
-the PyTorch path runs: same results to float32 rounding, slower.
+csrc/gru_loops.cpp runs whole recurrences in C++, forward and backward: the encoders' GRU
+sequences (`gru_sequence_forward/backward`, used by `GRUTape.run_sequence`) and the
+controller-generator loop (`controlled_forward/backward`, used by `controlled_generator`). Rows
+never interact inside a recurrence, so each call splits (worker, block of rows) items across the
+OpenMP threads and each item runs all T steps alone (BLAS sgemm for the products, fused gate
+arithmetic). `uniform_fill` makes the dropout and coordinated-dropout masks' random numbers.
+They are compiled with `torch.utils.cpp_extension` the first time they are needed (about a minute
+on 2 cores; cached under $TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, and rebuilt
+only when the source or the flags change). Without a C++ compiler and ninja, or with
+AUTOLFADS_FUSED=0, nothing is built and the PyTorch path runs: the same computation to float32
+rounding (mask random numbers come from torch's generator instead), slower.
 """
 
 from __future__ import annotations
