@@ -12,8 +12,11 @@ Per step t (K workers, B trials; C controller units, G generator units, U inferr
 
 Autograd would record ~30 nodes per step and replay them one by one; here the forward loop records
 nothing, the backward loop runs the per-step chain rule by hand, and every weight gradient is one
-matmul over all T steps afterwards. `controlled_generator_reference` is the same recurrence in plain
-autograd, kept as the oracle for tests.
+matmul over all T steps afterwards. For float32 on the CPU both loops run whole in C++ on the same
+tapes (`controlled_forward` / `controlled_backward` of `autolfads.model.fused`);
+`_python_forward` / `_python_backward` are the PyTorch path (CUDA, float64, no compiler).
+`controlled_generator_reference` is the same recurrence in plain autograd, kept as the oracle for
+tests.
 """
 
 from __future__ import annotations
