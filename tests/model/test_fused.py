@@ -180,3 +180,12 @@ def test_mask_noise_is_uniform_and_reproducible_from_the_generator():
     # neighbouring elements are not correlated (a counter-based hash, not a stride pattern)
     flat = u.flatten() - 0.5
     assert abs(float((flat[1:] * flat[:-1]).mean())) < 0.002
+
+
+def test_openmp_flags_only_where_torch_threads_are_openmp(monkeypatch):
+    monkeypatch.setattr(fused.sys, "platform", "linux")
+    _, cflags, ldflags = fused._flags()
+    assert "-fopenmp" in cflags and ldflags == ["-fopenmp"]
+    monkeypatch.setattr(fused.sys, "platform", "darwin")  # Apple clang has no -fopenmp
+    _, cflags, ldflags = fused._flags()
+    assert "-fopenmp" not in cflags and ldflags == []

@@ -37,18 +37,23 @@ def fused_enabled() -> bool:
     return os.environ.get("AUTOLFADS_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _flags() -> tuple[str, list[str]]:
-    """Extension name and compiler flags for this CPU (vector width in the name: one build each)."""
-    flags = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
-    capability = torch.backends.cpu.get_cpu_capability()
+def _flags() -> tuple[str, list[str], list[str]]:
+    """Extension name (vector width in it: one build each), compiler flags and linker flags.
+
+    On Linux torch's CPU threads are OpenMP (GNU), so the loops are built with -fopenmp to share
+    them; elsewhere (e.g. macOS, torch's native thread pool) ATen's parallel_for needs no flag.
+    """
+    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
     if not sys.platform.startswith("linux"):
-        return "autolfads_loops", flags
+        return "autolfads_loops", flags, []
+    flags.append("-fopenmp")
+    capability = torch.backends.cpu.get_cpu_capability()
     if capability == "AVX512":
         flags += ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mfma"]
-        return "autolfads_loops_avx512", [*flags, "-mprefer-vector-width=512"]
+        return "autolfads_loops_avx512", [*flags, "-mprefer-vector-width=512"], ["-fopenmp"]
     if capability == "AVX2":
-        return "autolfads_loops_avx2", [*flags, "-mavx2", "-mfma"]
-    return "autolfads_loops", flags
+        return "autolfads_loops_avx2", [*flags, "-mavx2", "-mfma"], ["-fopenmp"]
+    return "autolfads_loops", flags, ["-fopenmp"]
 
 
 def _already_built(name: str) -> bool:
@@ -71,13 +76,13 @@ def load_kernels() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        name, flags = _flags()
+        name, flags, ldflags = _flags()
         if not _already_built(name):
             _log.warning("compiling the C++ GRU kernels for this machine (once, about a minute)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _state["module"] = load(
-                name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False
+                name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=ldflags, verbose=False
             )
     except Exception as err:  # no compiler, no ninja, a failed build: the PyTorch path runs
         reason = " ".join(str(err).split())[:300]
