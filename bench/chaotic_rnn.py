@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from autolfads.analysis.metrics import poisson_nll, r2_score
 from autolfads.config import load_config
@@ -25,6 +26,31 @@ from autolfads.data import read_sessions
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.train.fit import fit_single_model
 from autolfads.workflow import prepare_out_dir
+
+
+def simulate_data(out: Path, seed: int) -> Path:
+    """The benchmark's data file `out/data.h5`: g = 2.5, 400 conditions x 5 trials."""
+    return simulate_to_file(
+        "chaotic-rnn",
+        out / "data.h5",
+        seed=seed,
+        overrides=["g=2.5", "n_conditions=400", "trials_per_condition=5"],
+    )
+
+
+def training_config(epochs: int, seed: int, overrides: list[str]) -> DictConfig:
+    """Exactly `epochs` epochs (no early stop, no lr floor), 50 posterior samples, then `overrides`."""
+    return load_config(
+        None,
+        [
+            f"trainer.max_epochs={epochs}",
+            "trainer.early_stopping_patience=1000",
+            "model.lr_stop=0",
+            "trainer.samples=50",
+            f"seed={seed}",
+            *overrides,
+        ],
+    )
 
 
 def main() -> None:
@@ -37,23 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = prepare_out_dir(args.out, overwrite=True)
-    data_path = simulate_to_file(
-        "chaotic-rnn",
-        out / "data.h5",
-        seed=args.seed,
-        overrides=["g=2.5", "n_conditions=400", "trials_per_condition=5"],
-    )
-    cfg = load_config(
-        None,
-        [
-            f"trainer.max_epochs={args.epochs}",
-            "trainer.early_stopping_patience=1000",
-            "model.lr_stop=0",
-            "trainer.samples=50",
-            f"seed={args.seed}",
-            *args.overrides,
-        ],
-    )
+    data_path = simulate_data(out, args.seed)
+    cfg = training_config(args.epochs, args.seed, args.overrides)
     sessions = read_sessions([data_path])
     cfg.model.update(sessions[0].dims.as_dict())
     start = time.perf_counter()

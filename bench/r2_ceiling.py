@@ -1,8 +1,9 @@
 """Diagnostic (issue #3): how much of the chaotic-RNN R^2 gap is spiking noise, how much the model.
 
-Same latent rates as `bench/chaotic_rnn.py` (g = 2.5, 400 conditions x 5 trials, seed 0), but the
-spike counts are drawn at `--rate-scale` times the firing rates (Poisson, so at x50 about 7.5
-spikes per bin instead of 0.15: nearly noise-free). A model that cannot reach R^2 0.90 on these
+Same latent rates and settings as `bench/chaotic_rnn.py` (g = 2.5, 400 conditions x 5 trials,
+seed 0; `kl_*_scale` 1e-6 as in its recorded runs), but the spike counts are drawn at
+`--rate-scale` times the firing rates (Poisson, so at x50 about 7.5 spikes per bin instead of
+0.15: nearly noise-free). A model that cannot reach R^2 0.90 on these
 counts cannot reach it on the real ones with the same sizes and training length. Reports the
 50-sample posterior-mean R^2 against the true rates for valid and train trials.
 
@@ -13,18 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
-from autolfads.analysis.metrics import r2_score
-from autolfads.config import load_config
-from autolfads.data import read_sessions
-from autolfads.data.synthetic import simulate_to_file
-from autolfads.train.fit import fit_single_model
-from autolfads.workflow import prepare_out_dir
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+from chaotic_rnn import simulate_data, training_config  # noqa: E402
+
+from autolfads.analysis.metrics import r2_score  # noqa: E402
+from autolfads.data import read_sessions  # noqa: E402
+from autolfads.train.fit import fit_single_model  # noqa: E402
+from autolfads.workflow import prepare_out_dir  # noqa: E402
 
 
 def rescale_counts(path, scale: float, seed: int) -> None:
@@ -50,24 +54,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = prepare_out_dir(args.out, overwrite=True)
-    data_path = simulate_to_file(
-        "chaotic-rnn",
-        out / "data.h5",
-        seed=0,
-        overrides=["g=2.5", "n_conditions=400", "trials_per_condition=5"],
-    )
+    data_path = simulate_data(out, seed=0)
     rescale_counts(data_path, args.rate_scale, seed=1)
-    cfg = load_config(
-        None,
-        [
-            f"trainer.max_epochs={args.epochs}",
-            "trainer.early_stopping_patience=1000",
-            "model.lr_stop=0",
-            "model.kl_co_scale=1e-6",
-            "model.kl_ic_scale=1e-6",
-            *args.overrides,
-        ],
-    )
+    kl = ["model.kl_co_scale=1e-6", "model.kl_ic_scale=1e-6"]
+    cfg = training_config(args.epochs, 0, [*kl, *args.overrides])
     sessions = read_sessions([data_path])
     cfg.model.update(sessions[0].dims.as_dict())
     start = time.perf_counter()

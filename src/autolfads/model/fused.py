@@ -47,13 +47,15 @@ def _flags() -> tuple[str, list[str], list[str]]:
     if not sys.platform.startswith("linux"):
         return "autolfads_loops", flags, []
     flags.append("-fopenmp")
-    capability = torch.backends.cpu.get_cpu_capability()
+    name, capability = "autolfads_loops", torch.backends.cpu.get_cpu_capability()
     if capability == "AVX512":
+        name += "_avx512"
         flags += ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mfma"]
-        return "autolfads_loops_avx512", [*flags, "-mprefer-vector-width=512"], ["-fopenmp"]
-    if capability == "AVX2":
-        return "autolfads_loops_avx2", [*flags, "-mavx2", "-mfma"], ["-fopenmp"]
-    return "autolfads_loops", flags, ["-fopenmp"]
+        flags += ["-mprefer-vector-width=512"]
+    elif capability == "AVX2":
+        name += "_avx2"
+        flags += ["-mavx2", "-mfma"]
+    return name, flags, ["-fopenmp"]
 
 
 def _already_built(name: str) -> bool:

@@ -195,6 +195,7 @@ class _ControlledGenerator(torch.autograd.Function):
         con, gen, raw, us, std, dropped = ctx.tapes
         masks, noise, *weights = ctx.saved_tensors
         masks = masks if ctx.has_masks else None
+        noise = noise if std is not None else None  # saved as an empty tensor when absent
         k, steps, b, n_u = us.shape
         g_gen_x = g_gen.new_empty(k, steps, b, 3 * gen.n)
         g_con_x = g_gen.new_empty(k, steps, b, 3 * con.n)
@@ -203,7 +204,7 @@ class _ControlledGenerator(torch.autograd.Function):
             carry_g, carry_c = gen.kernels.controlled_backward(
                 *(last_dim_contiguous(g) for g in (g_gen, g_con, g_raw, g_u)),
                 _or_empty(masks),
-                _or_empty(noise if std is not None else None),
+                _or_empty(noise),
                 con.clip,
                 list(weights),
                 con.buffers(),

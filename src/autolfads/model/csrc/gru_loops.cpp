@@ -124,14 +124,14 @@ struct Weights {
 // The work items: (worker, block of rows), enough blocks to keep every thread busy, each at most
 // `max_rows` rows so that a block's state stays in cache.
 struct Items {
-  int64_t per_worker, block, rows;
-  Items(int64_t workers, int64_t rows_, int64_t max_rows = 128) : rows(rows_) {
+  int64_t workers, per_worker, block, rows;
+  Items(int64_t workers_, int64_t rows_, int64_t max_rows = 128) : workers(workers_), rows(rows_) {
     const int64_t threads = at::get_num_threads();
     per_worker = std::max((threads + workers - 1) / workers, (rows + max_rows - 1) / max_rows);
     per_worker = std::max<int64_t>(1, std::min(per_worker, rows));
     block = (rows + per_worker - 1) / per_worker;
   }
-  int64_t count(int64_t workers) const { return workers * per_worker; }
+  int64_t count() const { return workers * per_worker; }
   int64_t worker(int64_t i) const { return i / per_worker; }
   int64_t first(int64_t i) const { return (i % per_worker) * block; }
   int64_t size(int64_t i) const { return std::min(block, rows - first(i)); }
@@ -150,7 +150,7 @@ struct FlushSubnormals {
 template <typename F>
 void for_items(int64_t workers, int64_t rows, F&& body) {
   const Items items(workers, rows);
-  at::parallel_for(0, items.count(workers), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, items.count(), 1, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
     for (int64_t i = begin; i < end; ++i) body(items.worker(i), items.first(i), items.size(i));
   });
@@ -331,7 +331,6 @@ struct LoopWeights {
 struct LoopTapes {
   GruTape con, gen;
   Tape raw, us;
-  at::Tensor std_t, dropped_t;
   LoopTapes(const std::vector<at::Tensor>& con_t, const std::vector<at::Tensor>& gen_t,
             const at::Tensor& raw_, const at::Tensor& us_)
       : con(con_t.at(0), con_t.at(1), con_t.at(2), con_t.at(3)),
