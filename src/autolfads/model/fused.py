@@ -27,7 +27,7 @@ from torch import Tensor
 
 __all__ = ["kernels_for", "load_kernels", "fused_enabled"]
 
-_SOURCE = Path(__file__).with_name("csrc") / "gru_loops.cpp"
+_SOURCES = [Path(__file__).with_name("csrc") / f for f in ("gru_loops.cpp", "elementwise.cpp")]
 _state: dict[str, ModuleType | str | None] = {"module": None, "failure": None}
 _log = logging.getLogger("autolfads")
 
@@ -84,7 +84,11 @@ def load_kernels() -> ModuleType | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _state["module"] = load(
-                name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=ldflags, verbose=False
+                name,
+                [str(p) for p in _SOURCES],
+                extra_cflags=flags,
+                extra_ldflags=ldflags,
+                verbose=False,
             )
     except Exception as err:  # no compiler, no ninja, a failed build: the PyTorch path runs
         reason = " ".join(str(err).split())[:300]

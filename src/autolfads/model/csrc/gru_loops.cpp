@@ -498,28 +498,11 @@ std::vector<at::Tensor> controlled_backward(
   return {carry_g_out, carry_c_out};
 }
 
-// ---------------------------------------------------------------------------------------------
-// Random numbers for dropout and coordinated-dropout masks: x (contiguous float32) gets uniform
-// [0, 1) values, 24 random bits each, from the splitmix64 hash of (seed, element index): parallel,
-// vectorised, and the same for a seed whatever the thread count (torch's CPU generator is a
-// sequential Mersenne twister, ~9 ns per number here).
-void uniform_fill(at::Tensor x, int64_t seed) {
-  check_buffer(x, "x");
-  float* out = x.data_ptr<float>();
-  const uint64_t base = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull;
-  at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      uint64_t z = base + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      z ^= z >> 31;
-      out[i] = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
-    }
-  });
-}
+// Defined in elementwise.cpp (the same extension).
+void register_elementwise(pybind11::module_& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("uniform_fill", &uniform_fill, "uniform [0, 1) numbers from a seed, in place");
+  register_elementwise(m);
   m.def("gru_sequence_forward", &gru_sequence_forward, "clipped-GRU sequence, tapes in place");
   m.def("gru_sequence_backward", &gru_sequence_backward, "its chain rule; returns d/dh0");
   m.def("controlled_forward", &controlled_forward, "controller-generator loop, tapes in place");
