@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autolfads._memory import keep_freed_memory
 from autolfads.errors import ConfigError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.structure import LFADSStructure
@@ -116,6 +117,8 @@ class Shard:
         seed: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # every step reuses the last step's pages (see autolfads._memory)
         self.structure, self.settings = structure, settings
         missing = [n for n in HP_NAMES if n not in hps]
         if missing:

@@ -65,15 +65,6 @@ void mm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const floa
   sgemm_("N", "N", &M, &N, &K, &one, b, &LDA, a, &LDB, &beta, c, &LDC);  // column-major C^T = B^T A^T
 }
 
-// Row-major C (m x n) = beta C + A (m x k) W^T, with W (n x k, row stride ldw).
-void mm_t(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
-          int64_t ldw, float beta, float* c, int64_t ldc) {
-  const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
-  const int LDA = static_cast<int>(ldw), LDB = static_cast<int>(lda), LDC = static_cast<int>(ldc);
-  const float one = 1.0f;
-  sgemm_("T", "N", &M, &N, &K, &one, w, &LDA, a, &LDB, &beta, c, &LDC);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tensor access.
 
@@ -121,6 +112,10 @@ struct Weights {
   const float* of(int64_t k) const { return data + k * rows * cols; }
 };
 
+// Per-worker matrices (K, r, c) transposed to contiguous (K, c, r): the backward multiplies by
+// W^T, and small sgemm calls run 10-60 % faster on a contiguous W^T than with a transpose flag.
+at::Tensor transposed(const at::Tensor& w) { return w.transpose(1, 2).contiguous(); }
+
 // The work items: (worker, block of rows), enough blocks to keep every thread busy, each at most
 // `max_rows` rows so that a block's state stays in cache.
 struct Items {
@@ -160,8 +155,8 @@ void for_items(int64_t workers, int64_t rows, F&& body) {
 // One clipped-GRU step on R rows.
 
 struct Gru {
-  const float* w_gate;  // (H, 2H)
-  const float* w_cand;  // (H, H)
+  const float* w_gate;  // (H, 2H); transposed, (2H, H), in a backward
+  const float* w_cand;  // (H, H); transposed in a backward
   int64_t H;
   float clip;
 };
@@ -196,7 +191,7 @@ void gru_forward_rows(const Gru& g, int64_t R, const float* x, int64_t ldx, cons
   }
 }
 
-// Chain rule of one step on R rows: gin = d/dh' (R x H) -> gx = d/d(projected input) (row stride
+// Chain rule of one step on R rows (g holds the transposed weights): gin = d/dh' (R x H) -> gx = d/d(projected input) (row stride
 // ldgx, 3H wide) and gh = d/dh (R x H); grh is R x H scratch. The state was clipped where
 // |h'| = clip (there the gradient is zero, as hardtanh's).
 void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h, const float* ru,
@@ -219,7 +214,7 @@ void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h
       ghi[j] = gm * u[j];
     }
   }
-  mm_t(R, H, H, gx + 2 * H, ldgx, g.w_cand, H, 0.0f, grh, H);  // d/d(r * h)
+  mm(R, H, H, gx + 2 * H, ldgx, g.w_cand, H, 0.0f, grh, H);  // d/d(r * h)
   for (int64_t i = 0; i < R; ++i) {
     const float* grhi = grh + i * H;
     const float* hi = h + i * H;
@@ -231,7 +226,7 @@ void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h
       ghi[j] += grhi[j] * r[j];
     }
   }
-  mm_t(R, H, 2 * H, gx, ldgx, g.w_gate, 2 * H, 1.0f, gh, H);
+  mm(R, H, 2 * H, gx, ldgx, g.w_gate, H, 1.0f, gh, H);
 }
 
 // The tape of one GRU: states (K, T + 1, B, H) with states[:, 0] = h0, and per-step gate values
@@ -283,7 +278,8 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_states, const at::Tensor& w
                                  const at::Tensor& ru, const at::Tensor& rh,
                                  const at::Tensor& cand, const at::Tensor& g_xs) {
   const Seq gs(g_states, "g_states");
-  const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
+  const at::Tensor w_gate_t = transposed(w_gate), w_cand_t = transposed(w_cand);
+  const Weights wg(w_gate_t, "w_gate"), wc(w_cand_t, "w_cand");
   const GruTape tape(states, ru, rh, cand);
   const Tape gx(g_xs, "g_xs");
   const int64_t K = tape.states.K, B = tape.states.B, H = tape.states.n;
@@ -327,6 +323,13 @@ struct LoopWeights {
         gen_gate(w.at(6), "gen_gate"),
         gen_cand(w.at(7), "gen_cand") {}
 };
+
+// The weights with every matrix transposed (the bias as it is), for the backward.
+std::vector<at::Tensor> transposed_weights(const std::vector<at::Tensor>& w) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : w) out.push_back(t.dim() == 3 ? transposed(t) : t);
+  return out;
+}
 
 struct LoopTapes {
   GruTape con, gen;
@@ -426,7 +429,8 @@ std::vector<at::Tensor> controlled_backward(
     const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw, const at::Tensor& us,
     const at::Tensor& std_buf, const at::Tensor& g_gen_x, const at::Tensor& g_con_x,
     const at::Tensor& g_raws) {
-  const LoopWeights w(weights);
+  const std::vector<at::Tensor> weights_t = transposed_weights(weights);
+  const LoopWeights w(weights_t);  // every matrix transposed
   const LoopTapes tp(con_tape, gen_tape, raw, us);
   const Seq gg(g_gen, "g_gen"), gc(g_con, "g_con"), graw(g_raw, "g_raw"), gu(g_u, "g_u");
   const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
@@ -458,7 +462,7 @@ std::vector<at::Tensor> controlled_backward(
         std::memcpy(gr + i * 2 * U, gu.at(k, b0 + i, t), sizeof(float) * U);
         std::fill(gr + i * 2 * U + U, gr + (i + 1) * 2 * U, 0.0f);
       }
-      mm_t(R, U, 3 * G, gxg, 3 * G, co_to_gen, 3 * G, 1.0f, gr, 2 * U);
+      mm(R, U, 3 * G, gxg, 3 * G, co_to_gen, U, 1.0f, gr, 2 * U);
       for (int64_t i = 0; i < R; ++i) {
         float* gri = gr + i * 2 * U;
         if (has_noise) {
@@ -479,11 +483,11 @@ std::vector<at::Tensor> controlled_backward(
         const float* src = gc.at(k, b0 + i, t);
         for (int64_t j = 0; j < C; ++j) gin_c[i * C + j] = src[j] + carry_c[i * C + j];
       }
-      mm_t(R, C, 2 * U, gr, 2 * U, co_w, 2 * U, 1.0f, gin_c.data(), C);
+      mm(R, C, 2 * U, gr, 2 * U, co_w, C, 1.0f, gin_c.data(), C);
       float* gxc = gcx.at(t, k, b0);
       tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, carry_c.data(), grh_c.data());
       // d/d(dropped[t]) = d/d(con_in) W_fb^T, through the mask onto g_{t-1}
-      mm_t(R, G, 3 * C, gxc, 3 * C, fb, 3 * C, 0.0f, grad_d.data(), G);
+      mm(R, G, 3 * C, gxc, 3 * C, fb, G, 0.0f, grad_d.data(), G);
       for (int64_t i = 0; i < R; ++i) {
         const float* m = has_masks ? mk.at(k, b0 + i, t) : nullptr;
         for (int64_t j = 0; j < G; ++j) {
