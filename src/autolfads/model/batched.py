@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from autolfads.model.fused import kernels_for
-from autolfads.model.gru_kernels import gru_sequence, gru_step
+from autolfads.model.gru_kernels import bidirectional_sequence, gru_sequence, gru_step
 
 __all__ = [
     "BatchedLinear",
@@ -216,15 +216,36 @@ class BidirectionalGRU(nn.Module):
             bwd after x[0]) when keep_states is False.
         """
         k, b, t, _ = x.shape
+        h0 = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
+        if kernels_for(x) is not None:
+            fwd, bwd = self._both_in_cpp(x, h0)
+        else:
+            fwd, bwd = self._both_stacked(x, h0)
+        if not keep_states:
+            return fwd[:, :, -1], bwd[:, :, 0]
+        return fwd, bwd
+
+    def _both_in_cpp(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """The C++ path: x projected once, time-major, for both directions (no flipped copy)."""
+        k, b, t, n_in = x.shape
+        width = 3 * self.hidden_size
+        x_tm = x.transpose(1, 2).reshape(k, t * b, n_in)
+        weight = self.cell.input_weight.view(k, 2, n_in, width).transpose(1, 2)
+        proj = torch.baddbmm(
+            self.cell.bias.view(k, 1, 2 * width), x_tm, weight.reshape(k, n_in, 2 * width)
+        )
+        cell = self.cell
+        return bidirectional_sequence(
+            proj.view(k, t, b, 2 * width), h0, cell.gate_weight, cell.candidate_weight, cell.clip
+        )
+
+    def _both_stacked(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """The PyTorch path: the input and its time-reversal as 2K cells of one GRU sequence."""
+        k, b, t, _ = x.shape
         # Projected time-major, (2K, T, B, 3H), the layout of the recurrence's tapes, so that the
         # input gradients come back in place: no transposing copies of (T, B, 3H) blocks.
         x_tm = x.transpose(1, 2)
         both = torch.stack([x_tm, x_tm.flip(1)], dim=1).reshape(2 * k, t, b, -1)
         projected = self.cell.project_input(both, (t, b)).transpose(1, 2)  # (2K, B, T, 3H) view
-        h0 = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
-        states = self.cell.sequence(projected, h0)  # (2K, B, T, H)
-        if not keep_states:
-            fin = states[:, :, -1].reshape(k, 2, b, self.hidden_size)
-            return fin[:, 0], fin[:, 1]
-        seq = states.reshape(k, 2, b, t, self.hidden_size)
-        return seq[:, 0], seq[:, 1].flip(2)
+        states = self.cell.sequence(projected, h0).reshape(k, 2, b, t, self.hidden_size)
+        return states[:, 0], states[:, 1].flip(2)

@@ -26,6 +26,7 @@ _aten = torch.ops.aten
 __all__ = [
     "gru_step",
     "gru_sequence",
+    "bidirectional_sequence",
     "gru_step_reference",
     "GRUTape",
     "time_sum",
@@ -96,7 +97,7 @@ class GRUTape:
         """Every step over projected inputs xs (K, B, T, 3H) known in advance."""
         if self.kernels is not None:
             self.kernels.gru_sequence_forward(
-                last_dim_contiguous(xs), w_gate, w_cand, self.clip, *self.buffers()
+                last_dim_contiguous(xs), w_gate, w_cand, self.clip, *self.buffers(), False
             )
             return
         for t in range(self.states.shape[1] - 1):
@@ -110,7 +111,14 @@ class GRUTape:
         g_xs = g_states.new_empty(k, steps, b, 3 * n)
         if self.kernels is not None:
             carry = self.kernels.gru_sequence_backward(
-                last_dim_contiguous(g_states), w_gate, w_cand, self.clip, *self.buffers(), g_xs
+                last_dim_contiguous(g_states),
+                torch.empty(0),
+                w_gate,
+                w_cand,
+                self.clip,
+                *self.buffers(),
+                g_xs,
+                False,
             )
             return g_xs, carry
         w_gate_t, w_cand_t = w_gate.transpose(1, 2), w_cand.transpose(1, 2)
@@ -207,3 +215,74 @@ def gru_sequence(xs: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: f
         (K, B, T, H) states after each step.
     """
     return _GRUSequence.apply(xs, h0, w_gate, w_cand, float(clip))
+
+
+class _BidirectionalSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, proj, h0, w_gate, w_cand, clip):  # type: ignore[override]
+        w, steps, b, _ = proj.shape
+        n = w_cand.shape[-1]
+        tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
+        both = tape.states.view(w, 2, steps + 1, b, n)
+        both[:, 1, steps] = h0.view(w, 2, b, n)[:, 1]  # reverse cells start at the last slot
+        tape.kernels.gru_sequence_forward(
+            proj.transpose(1, 2), w_gate, w_cand, clip, *tape.buffers(), True
+        )
+        ctx.tape = tape
+        ctx.save_for_backward(w_gate, w_cand)
+        return both[:, 0, 1:].transpose(1, 2), both[:, 1, :-1].transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, g_fwd, g_bwd):  # type: ignore[override]
+        tape: GRUTape = ctx.tape
+        w_gate, w_cand = ctx.saved_tensors
+        cells, steps, b, n = tape.rh.shape
+        w = cells // 2
+        g_xs = g_fwd.new_empty(w, steps, b, 6 * n)
+        carry = tape.kernels.gru_sequence_backward(
+            last_dim_contiguous(g_fwd),
+            last_dim_contiguous(g_bwd),
+            w_gate,
+            w_cand,
+            tape.clip,
+            *tape.buffers(),
+            g_xs,
+            True,
+        )
+        states = tape.states.view(w, 2, steps + 1, b, n)
+        rh = tape.rh.view(w, 2, steps, b, n)
+        # each step's input state: slot t for the forward cells, slot t + 1 for the reverse ones
+        g_gate = (
+            time_sum(states[:, 0, :-1], g_xs[..., : 2 * n]),
+            time_sum(states[:, 1, 1:], g_xs[..., 3 * n : 5 * n]),
+        )
+        g_cand = (
+            time_sum(rh[:, 0], g_xs[..., 2 * n : 3 * n]),
+            time_sum(rh[:, 1], g_xs[..., 5 * n :]),
+        )
+        g_w_gate = torch.stack(g_gate, dim=1).view(cells, n, 2 * n)
+        g_w_cand = torch.stack(g_cand, dim=1).view(cells, n, n)
+        return g_xs, carry, g_w_gate, g_w_cand, None
+
+
+def bidirectional_sequence(
+    proj: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float
+) -> tuple[Tensor, Tensor]:
+    """Both directions of W bidirectional clipped GRUs over one time-major input projection (C++).
+
+    Cell 2w runs forward over worker w's columns [0, 3H) of `proj`, cell 2w + 1 backward over its
+    columns [3H, 6H): the input is projected once, unflipped, for both directions.
+
+    Args:
+        proj: (W, T, B, 6H) projected inputs (input weights and biases applied), time-major.
+        h0: (2W, B, H) initial states of the 2W cells.
+        w_gate: (2W, H, 2H), w_cand: (2W, H, H) recurrent weights of the cells.
+        clip: state bound.
+    Returns:
+        fwd (W, B, T, H): state after x[:t + 1];  bwd (W, B, T, H): state after x[t:] (time order).
+    Raises:
+        RuntimeError: without the C++ kernels (float32 on CPU only).
+    """
+    if kernels_for(proj) is None:
+        raise RuntimeError("bidirectional_sequence needs the C++ kernels (float32 on CPU)")
+    return _BidirectionalSequence.apply(proj, h0, w_gate, w_cand, float(clip))

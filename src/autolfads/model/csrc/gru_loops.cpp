@@ -229,8 +229,11 @@ void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h
   mm(R, H, 2 * H, gx, ldgx, g.w_gate, H, 1.0f, gh, H);
 }
 
-// The tape of one GRU: states (K, T + 1, B, H) with states[:, 0] = h0, and per-step gate values
-// (K, slots, B, .) where slots is T (kept for a backward) or 1 (inference: one reused slot).
+// The tape of one GRU: states (K, T + 1, B, H) and per-step gate values (K, slots, B, .) where
+// slots is T (kept for a backward) or 1 (inference: one reused slot). A forward-running cell keeps
+// h0 at slot 0 and the state after step t at slot t + 1; a reverse-running cell (the backward
+// direction of an encoder, run from t = T - 1 down to 0) keeps h0 at slot T and the state after
+// step t at slot t, so that both are in time order. Gate values of step t are at slot t.
 struct GruTape {
   Tape states, ru, rh, cand;
   bool keep;
@@ -238,15 +241,16 @@ struct GruTape {
       : states(s, "states"), ru(a, "ru"), rh(b, "rh"), cand(c, "cand"), keep(a.size(1) > 1) {}
   int64_t slot(int64_t t) const { return keep ? t : 0; }
   void forward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* x,
-               int64_t ldx) const {
-    const int64_t s = slot(t);
-    gru_forward_rows(g, R, x, ldx, states.at(t, k, b), ru.at(s, k, b), rh.at(s, k, b),
-                     cand.at(s, k, b), states.at(t + 1, k, b));
+               int64_t ldx, bool reverse = false) const {
+    const int64_t s = slot(t), from = reverse ? t + 1 : t, to = reverse ? t : t + 1;
+    gru_forward_rows(g, R, x, ldx, states.at(from, k, b), ru.at(s, k, b), rh.at(s, k, b),
+                     cand.at(s, k, b), states.at(to, k, b));
   }
   void backward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* gin,
-                float* gx, float* gh, float* grh) const {
-    gru_backward_rows(g, R, gin, states.at(t, k, b), ru.at(t, k, b), cand.at(t, k, b),
-                      states.at(t + 1, k, b), gx, ru.n / 2 * 3, gh, grh);
+                float* gx, int64_t ldgx, float* gh, float* grh, bool reverse = false) const {
+    const int64_t from = reverse ? t + 1 : t, to = reverse ? t : t + 1;
+    gru_backward_rows(g, R, gin, states.at(from, k, b), ru.at(t, k, b), cand.at(t, k, b),
+                      states.at(to, k, b), gx, ldgx, gh, grh);
   }
 };
 
@@ -257,27 +261,54 @@ Gru gru_of(const Weights& w_gate, const Weights& w_cand, int64_t k, double clip)
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Encoders: a GRU over a sequence whose projected inputs xs (K, B, T, 3H) are known in advance.
+// Encoders: GRUs over sequences whose projected inputs are known in advance. Unidirectional: cell
+// k reads xs (K, B, T, 3H). Bidirectional: 2W cells over xs (W, B, T, 6H), cell 2w + d reading
+// worker w's columns d 3H ... d 3H + 3H - 1, the cells with d = 1 running in reverse (tapes in time
+// order, see GruTape), so that both directions read one projection of the input, unflipped.
+
+namespace {
+
+// Which input rows and direction cell c of a sequence run has.
+struct Cell {
+  int64_t worker, column;
+  bool reverse;
+  Cell(int64_t c, bool bidirectional, int64_t H)
+      : worker(bidirectional ? c / 2 : c),
+        column(bidirectional && c % 2 ? 3 * H : 0),
+        reverse(bidirectional && c % 2) {}
+  int64_t time(int64_t step, int64_t T) const { return reverse ? T - 1 - step : step; }
+};
+
+}  // namespace
 
 void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
                           const at::Tensor& w_cand, double clip, const at::Tensor& states,
-                          const at::Tensor& ru, const at::Tensor& rh, const at::Tensor& cand) {
+                          const at::Tensor& ru, const at::Tensor& rh, const at::Tensor& cand,
+                          bool bidirectional) {
   const Seq x(xs, "xs");
   const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
   const GruTape tape(states, ru, rh, cand);
-  const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1;
+  const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1, H = tape.states.n;
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
-    for (int64_t t = 0; t < T; ++t) tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb);
+    const Cell cell(k, bidirectional, H);
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = cell.time(s, T);
+      tape.forward(g, t, k, b0, R, x.at(cell.worker, b0, t) + cell.column, x.sb, cell.reverse);
+    }
   });
 }
 
-// d/d(states) (K, B, T, H) -> d/d(projected inputs) into g_xs (K, T, B, 3H); returns d/dh0.
-at::Tensor gru_sequence_backward(const at::Tensor& g_states, const at::Tensor& w_gate,
-                                 const at::Tensor& w_cand, double clip, const at::Tensor& states,
-                                 const at::Tensor& ru, const at::Tensor& rh,
-                                 const at::Tensor& cand, const at::Tensor& g_xs) {
-  const Seq gs(g_states, "g_states");
+// d/d(states) -> d/d(projected inputs) into g_xs ((K, T, B, 3H), or (W, T, B, 6H) laid out as xs
+// when bidirectional); returns d/dh0 (K, B, H). The incoming gradients are in time order, of the
+// forward cells' states in g_fwd (K or W, B, T, H) and of the reverse cells' in g_bwd (W, B, T, H;
+// unused when unidirectional).
+at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bwd,
+                                 const at::Tensor& w_gate, const at::Tensor& w_cand, double clip,
+                                 const at::Tensor& states, const at::Tensor& ru,
+                                 const at::Tensor& rh, const at::Tensor& cand,
+                                 const at::Tensor& g_xs, bool bidirectional) {
+  const Seq gs_fwd(g_fwd, "g_fwd"), gs_bwd(bidirectional ? g_bwd : g_fwd, "g_bwd");
   const at::Tensor w_gate_t = transposed(w_gate), w_cand_t = transposed(w_cand);
   const Weights wg(w_gate_t, "w_gate"), wc(w_cand_t, "w_cand");
   const GruTape tape(states, ru, rh, cand);
@@ -288,13 +319,17 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_states, const at::Tensor& w
   const Tape carry_rows(carry_out.unsqueeze(1), "carry");
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
+    const Cell cell(k, bidirectional, H);
+    const Seq& gs = cell.reverse ? gs_bwd : gs_fwd;
     std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
-    for (int64_t t = T - 1; t >= 0; --t) {
+    for (int64_t s = T - 1; s >= 0; --s) {
+      const int64_t t = cell.time(s, T);
       for (int64_t i = 0; i < R; ++i) {
-        const float* src = gs.at(k, b0 + i, t);
+        const float* src = gs.at(cell.worker, b0 + i, t);
         for (int64_t j = 0; j < H; ++j) gin[i * H + j] = src[j] + gh[i * H + j];
       }
-      tape.backward(g, t, k, b0, R, gin.data(), gx.at(t, k, b0), gh.data(), grh.data());
+      float* gxt = gx.at(t, cell.worker, b0) + cell.column;
+      tape.backward(g, t, k, b0, R, gin.data(), gxt, gx.n, gh.data(), grh.data(), cell.reverse);
     }
     std::memcpy(carry_rows.at(0, k, b0), gh.data(), sizeof(float) * R * H);
   });
@@ -455,7 +490,7 @@ std::vector<at::Tensor> controlled_backward(
         for (int64_t j = 0; j < G; ++j) gin_g[i * G + j] = src[j] + carry_g[i * G + j];
       }
       float* gxg = ggx.at(t, k, b0);
-      tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, gh_g.data(), grh_g.data());
+      tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, 3 * G, gh_g.data(), grh_g.data());
       // d/du = g_u + d/d(gen_in) W_ug^T; d/dlogvar = d/du * eps * std / 2 inside the clamp.
       float* gr = graws.at(t, k, b0);
       for (int64_t i = 0; i < R; ++i) {
@@ -485,7 +520,7 @@ std::vector<at::Tensor> controlled_backward(
       }
       mm(R, C, 2 * U, gr, 2 * U, co_w, C, 1.0f, gin_c.data(), C);
       float* gxc = gcx.at(t, k, b0);
-      tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, carry_c.data(), grh_c.data());
+      tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, 3 * C, carry_c.data(), grh_c.data());
       // d/d(dropped[t]) = d/d(con_in) W_fb^T, through the mask onto g_{t-1}
       mm(R, G, 3 * C, gxc, 3 * C, fb, G, 0.0f, grad_d.data(), G);
       for (int64_t i = 0; i < R; ++i) {
@@ -507,7 +542,7 @@ void register_elementwise(pybind11::module_& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_elementwise(m);
-  m.def("gru_sequence_forward", &gru_sequence_forward, "clipped-GRU sequence, tapes in place");
+  m.def("gru_sequence_forward", &gru_sequence_forward, "clipped-GRU sequences, tapes in place");
   m.def("gru_sequence_backward", &gru_sequence_backward, "its chain rule; returns d/dh0");
   m.def("controlled_forward", &controlled_forward, "controller-generator loop, tapes in place");
   m.def("controlled_backward", &controlled_backward, "its chain rule; returns the carries");
