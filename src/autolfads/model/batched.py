@@ -226,17 +226,15 @@ class BidirectionalGRU(nn.Module):
         return fwd, bwd
 
     def _both_in_cpp(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        """The C++ path: x projected once, time-major, for both directions (no flipped copy)."""
+        """The C++ path: each direction projects x in time order (the backward cell runs in
+        reverse), so no flipped copy of the input or of the backward states is made."""
         k, b, t, n_in = x.shape
-        width = 3 * self.hidden_size
-        x_tm = x.transpose(1, 2).reshape(k, t * b, n_in)
-        weight = self.cell.input_weight.view(k, 2, n_in, width).transpose(1, 2)
-        proj = torch.baddbmm(
-            self.cell.bias.view(k, 1, 2 * width), x_tm, weight.reshape(k, n_in, 2 * width)
-        )
+        # (2K, T B, n_in): worker k's time-major input for both of its cells, one copy
+        x_tm = x.transpose(1, 2).unsqueeze(1).expand(k, 2, t, b, n_in).reshape(2 * k, t * b, n_in)
         cell = self.cell
+        proj = torch.baddbmm(cell.bias.unsqueeze(1), x_tm, cell.input_weight)
         return bidirectional_sequence(
-            proj.view(k, t, b, 2 * width), h0, cell.gate_weight, cell.candidate_weight, cell.clip
+            proj.view(2 * k, t, b, -1), h0, cell.gate_weight, cell.candidate_weight, cell.clip
         )
 
     def _both_stacked(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:

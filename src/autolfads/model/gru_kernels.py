@@ -220,11 +220,11 @@ def gru_sequence(xs: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: f
 class _BidirectionalSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, proj, h0, w_gate, w_cand, clip):  # type: ignore[override]
-        w, steps, b, _ = proj.shape
+        cells, steps, b, _ = proj.shape
         n = w_cand.shape[-1]
         tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
-        both = tape.states.view(w, 2, steps + 1, b, n)
-        both[:, 1, steps] = h0.view(w, 2, b, n)[:, 1]  # reverse cells start at the last slot
+        both = tape.states.view(cells // 2, 2, steps + 1, b, n)
+        both[:, 1, steps] = h0.view(cells // 2, 2, b, n)[:, 1]  # reverse cells start at slot T
         tape.kernels.gru_sequence_forward(
             proj.transpose(1, 2), w_gate, w_cand, clip, *tape.buffers(), True
         )
@@ -237,8 +237,7 @@ class _BidirectionalSequence(torch.autograd.Function):
         tape: GRUTape = ctx.tape
         w_gate, w_cand = ctx.saved_tensors
         cells, steps, b, n = tape.rh.shape
-        w = cells // 2
-        g_xs = g_fwd.new_empty(w, steps, b, 6 * n)
+        g_xs = g_fwd.new_empty(cells, steps, b, 3 * n)
         carry = tape.kernels.gru_sequence_backward(
             last_dim_contiguous(g_fwd),
             last_dim_contiguous(g_bwd),
@@ -249,37 +248,35 @@ class _BidirectionalSequence(torch.autograd.Function):
             g_xs,
             True,
         )
-        states = tape.states.view(w, 2, steps + 1, b, n)
-        rh = tape.rh.view(w, 2, steps, b, n)
         # each step's input state: slot t for the forward cells, slot t + 1 for the reverse ones
-        g_gate = (
-            time_sum(states[:, 0, :-1], g_xs[..., : 2 * n]),
-            time_sum(states[:, 1, 1:], g_xs[..., 3 * n : 5 * n]),
-        )
-        g_cand = (
-            time_sum(rh[:, 0], g_xs[..., 2 * n : 3 * n]),
-            time_sum(rh[:, 1], g_xs[..., 5 * n :]),
-        )
-        g_w_gate = torch.stack(g_gate, dim=1).view(cells, n, 2 * n)
-        g_w_cand = torch.stack(g_cand, dim=1).view(cells, n, n)
+        states = tape.states.view(cells // 2, 2, steps + 1, b, n)
+        g_x = g_xs.view(cells // 2, 2, steps, b, 3 * n)
+        g_w_gate = torch.stack(
+            [
+                time_sum(states[:, 0, :-1], g_x[:, 0, ..., : 2 * n]),
+                time_sum(states[:, 1, 1:], g_x[:, 1, ..., : 2 * n]),
+            ],
+            dim=1,
+        ).view(cells, n, 2 * n)
+        g_w_cand = time_sum(tape.rh, g_xs[..., 2 * n :])
         return g_xs, carry, g_w_gate, g_w_cand, None
 
 
 def bidirectional_sequence(
     proj: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float
 ) -> tuple[Tensor, Tensor]:
-    """Both directions of W bidirectional clipped GRUs over one time-major input projection (C++).
+    """Both directions of K bidirectional clipped GRUs over unflipped, time-major inputs (C++).
 
-    Cell 2w runs forward over worker w's columns [0, 3H) of `proj`, cell 2w + 1 backward over its
-    columns [3H, 6H): the input is projected once, unflipped, for both directions.
+    Cells 2k and 2k + 1 are worker k's forward and backward directions; both read their inputs in
+    time order, the backward cell from the last step to the first.
 
     Args:
-        proj: (W, T, B, 6H) projected inputs (input weights and biases applied), time-major.
-        h0: (2W, B, H) initial states of the 2W cells.
-        w_gate: (2W, H, 2H), w_cand: (2W, H, H) recurrent weights of the cells.
+        proj: (2K, T, B, 3H) projected inputs of each cell (input weights and biases applied).
+        h0: (2K, B, H) initial states.
+        w_gate: (2K, H, 2H), w_cand: (2K, H, H) recurrent weights.
         clip: state bound.
     Returns:
-        fwd (W, B, T, H): state after x[:t + 1];  bwd (W, B, T, H): state after x[t:] (time order).
+        fwd (K, B, T, H): state after x[:t + 1];  bwd (K, B, T, H): state after x[t:] (time order).
     Raises:
         RuntimeError: without the C++ kernels (float32 on CPU only).
     """

@@ -261,21 +261,18 @@ Gru gru_of(const Weights& w_gate, const Weights& w_cand, int64_t k, double clip)
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Encoders: GRUs over sequences whose projected inputs are known in advance. Unidirectional: cell
-// k reads xs (K, B, T, 3H). Bidirectional: 2W cells over xs (W, B, T, 6H), cell 2w + d reading
-// worker w's columns d 3H ... d 3H + 3H - 1, the cells with d = 1 running in reverse (tapes in time
-// order, see GruTape), so that both directions read one projection of the input, unflipped.
+// Encoders: GRUs over sequences whose projected inputs xs (K, B, T, 3H) are known in advance.
+// Bidirectional: cells 2w and 2w + 1 are worker w's forward and backward directions, and the odd
+// cells run in reverse over their (unflipped) inputs, tapes in time order (see GruTape).
 
 namespace {
 
-// Which input rows and direction cell c of a sequence run has.
+// Direction of cell c, and its worker's index into the incoming gradients.
 struct Cell {
-  int64_t worker, column;
+  int64_t worker;
   bool reverse;
-  Cell(int64_t c, bool bidirectional, int64_t H)
-      : worker(bidirectional ? c / 2 : c),
-        column(bidirectional && c % 2 ? 3 * H : 0),
-        reverse(bidirectional && c % 2) {}
+  Cell(int64_t c, bool bidirectional)
+      : worker(bidirectional ? c / 2 : c), reverse(bidirectional && c % 2) {}
   int64_t time(int64_t step, int64_t T) const { return reverse ? T - 1 - step : step; }
 };
 
@@ -291,18 +288,18 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
   const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1, H = tape.states.n;
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
-    const Cell cell(k, bidirectional, H);
+    const Cell cell(k, bidirectional);
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = cell.time(s, T);
-      tape.forward(g, t, k, b0, R, x.at(cell.worker, b0, t) + cell.column, x.sb, cell.reverse);
+      tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb, cell.reverse);
     }
   });
 }
 
-// d/d(states) -> d/d(projected inputs) into g_xs ((K, T, B, 3H), or (W, T, B, 6H) laid out as xs
-// when bidirectional); returns d/dh0 (K, B, H). The incoming gradients are in time order, of the
-// forward cells' states in g_fwd (K or W, B, T, H) and of the reverse cells' in g_bwd (W, B, T, H;
-// unused when unidirectional).
+// d/d(states) -> d/d(projected inputs) into g_xs (K, T, B, 3H); returns d/dh0 (K, B, H). The
+// incoming gradients are in time order: of the forward cells' states in g_fwd ((K, B, T, H), or
+// (K / 2, B, T, H) when bidirectional) and of the reverse cells' in g_bwd (K / 2, B, T, H; unused
+// when unidirectional).
 at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bwd,
                                  const at::Tensor& w_gate, const at::Tensor& w_cand, double clip,
                                  const at::Tensor& states, const at::Tensor& ru,
@@ -319,7 +316,7 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
   const Tape carry_rows(carry_out.unsqueeze(1), "carry");
   for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
-    const Cell cell(k, bidirectional, H);
+    const Cell cell(k, bidirectional);
     const Seq& gs = cell.reverse ? gs_bwd : gs_fwd;
     std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
     for (int64_t s = T - 1; s >= 0; --s) {
@@ -328,8 +325,8 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
         const float* src = gs.at(cell.worker, b0 + i, t);
         for (int64_t j = 0; j < H; ++j) gin[i * H + j] = src[j] + gh[i * H + j];
       }
-      float* gxt = gx.at(t, cell.worker, b0) + cell.column;
-      tape.backward(g, t, k, b0, R, gin.data(), gxt, gx.n, gh.data(), grh.data(), cell.reverse);
+      tape.backward(g, t, k, b0, R, gin.data(), gx.at(t, k, b0), gx.n, gh.data(), grh.data(),
+                    cell.reverse);
     }
     std::memcpy(carry_rows.at(0, k, b0), gh.data(), sizeof(float) * R * H);
   });
