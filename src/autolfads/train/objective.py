@@ -75,9 +75,8 @@ def lfads_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-worker loss (K,) and its parts (each (K,), detached) for logging."""
     obs = net.observation_model(session)
-    recon = fused_poisson_recon(
-        obs, out.params, batch
-    )  # C++; None unless Poisson, float32 CPU, no SV
+    # in C++ for Poisson on float32 CPU without sample validation; None otherwise
+    recon = fused_poisson_recon(obs, out.params, batch)
     if recon is None:
         nll = -obs.log_likelihood(batch.target, out.params)  # (K, B, T, N)
         recon = masked_mean_nll(nll, batch)
