@@ -218,3 +218,86 @@ def test_openmp_flags_only_where_torch_threads_are_openmp(monkeypatch):
     monkeypatch.setattr(fused.sys, "platform", "darwin")  # Apple clang has no -fopenmp
     _, cflags, ldflags = fused._flags()
     assert "-fopenmp" not in cflags and ldflags == []
+
+
+# ---------------------------------------------------------------- dropout masks
+
+
+def _keep(rate: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """1 - rate (K,) as the PyTorch path computes it, viewed to broadcast against `like`."""
+    return (1.0 - rate).view(-1, *([1] * (like.dim() - 1)))
+
+
+@needs_kernels
+def test_dropout_mask_keeps_where_uniform_fill_is_below_keep_and_scales():
+    kernels = fused.load_kernels()
+    rate = torch.tensor([0.0, 0.3, 0.99, 1.0, 1.5])  # no dropout, usual, close to 1, all, beyond
+    out, u = torch.full((5, 40, 50), -7.0), torch.empty(5, 40, 50)
+    kernels.dropout_mask(out, rate, 123)
+    kernels.uniform_fill(u, 123)
+    keep = _keep(rate, u)
+    expected = (u < keep).float() / keep.clamp_min(1e-6)
+    assert torch.equal(out, expected)
+    assert torch.equal(out[0], torch.ones(40, 50))
+    assert (out[3:] == 0).all()
+    kept = out[2] != 0
+    assert 0 < int(kept.sum()) < 60  # ~20 of 2000 kept, each scaled by 1 / 0.01
+    torch.testing.assert_close(
+        out[2][kept], torch.full((int(kept.sum()),), 100.0), rtol=1e-4, atol=0
+    )
+
+
+@needs_kernels
+def test_dropout_mask_keeps_one_minus_rate_of_the_elements():
+    rate = torch.tensor([0.1, 0.5, 0.9])
+    out = torch.empty(3, 100_000)
+    fused.load_kernels().dropout_mask(out, rate, 7)
+    kept = (out != 0).float().mean(1)
+    torch.testing.assert_close(kept, 1.0 - rate, rtol=0, atol=0.006)  # ~4 standard deviations
+
+
+@needs_kernels
+def test_worker_dropout_with_kernels_matches_the_pytorch_formula():
+    from autolfads.model.batched import uniform_like, worker_dropout
+
+    x = torch.randn(3, 4, 20, 30).requires_grad_()
+    rate = torch.tensor([0.0, 0.2, 0.6])
+    y = worker_dropout(x, rate, True, torch.Generator().manual_seed(5))
+    u = uniform_like(x, torch.Generator().manual_seed(5))  # the same seed: the same numbers
+    keep = _keep(rate, x)
+    expected = x.detach() * (u < keep) / keep.clamp_min(1e-6)
+    torch.testing.assert_close(y.detach(), expected, rtol=1e-6, atol=0)
+    assert torch.equal(y.detach() == 0, (u >= keep) | (x.detach() == 0))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (u < keep) / keep.clamp_min(1e-6), rtol=1e-6, atol=0)
+
+
+@needs_kernels
+def test_dropout_mask_like_uses_the_kernels_for_float32_only():
+    from autolfads.model.batched import dropout_mask_like, uniform_like
+
+    rate = torch.tensor([0.25, 0.5])
+    like = torch.empty(2, 30, 40)
+    mask = dropout_mask_like(like, rate, torch.Generator().manual_seed(3))
+    u = uniform_like(like, torch.Generator().manual_seed(3))
+    assert torch.equal(mask, (u < _keep(rate, u)).float() / _keep(rate, u))
+    like64 = like.double()
+    mask64 = dropout_mask_like(like64, rate, torch.Generator().manual_seed(3))
+    u64 = torch.rand(like64.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    keep64 = _keep(rate.double(), u64)
+    assert mask64.dtype == torch.float64
+    assert torch.equal(mask64, (u64 < keep64).double() / keep64)
+
+
+def test_worker_dropout_fallback_is_the_pytorch_formula(monkeypatch):
+    from autolfads.model import batched
+
+    monkeypatch.setenv("AUTOLFADS_FUSED", "0")
+    x = torch.randn(2, 50, 40)
+    rate = torch.tensor([0.3, 0.7])
+    y = batched.worker_dropout(x, rate, True, torch.Generator().manual_seed(4))
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(4))
+    keep = _keep(rate, x)
+    assert torch.equal(y, x * (u < keep) / keep)
+    mask = batched.dropout_mask_like(x, rate, torch.Generator().manual_seed(4))
+    assert torch.equal(mask, (u < keep).float() / keep)

@@ -10,9 +10,11 @@ import torch
 from helpers import poisson_counts, tiny_structure, torch_threads
 from torch import distributions as D
 
+from autolfads.model import fused
+from autolfads.model.batched import uniform_like
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.observations import Poisson
-from autolfads.train.augment import encoder_input, prepare_batch
+from autolfads.train.augment import coordinated_dropout, encoder_input, prepare_batch
 from autolfads.train.objective import lfads_loss, masked_mean_nll
 
 B, T_ENC, N_ENC = 6, 8, 5
@@ -257,3 +259,30 @@ def test_encoder_input_hides_nan_and_hidden_entries():
         assert torch.equal(x[k][shown], encod[shown])
         assert (x[k][~shown] == 0).all()
     assert torch.equal(encoder_input(encod, 1)[0], torch.nan_to_num(encod, nan=0.0))
+
+
+# ---------------------------------------------------------------- the C++ coordinated dropout
+
+needs_kernels = pytest.mark.skipif(
+    fused.load_kernels() is None, reason="no C++ toolchain here: the PyTorch path is tested alone"
+)
+
+
+@needs_kernels
+@pytest.mark.parametrize("recon_shape", [(B, T_ENC, N_ENC), (B, T_REC, N_REC)])
+def test_coordinated_dropout_kernel_matches_the_pytorch_formula(recon_shape):
+    encod, _ = _data(seed=14, nan_frac=0.1)
+    rate = torch.tensor([0.3, 0.0, 0.7, 1.0])  # usual, no CD, most dropped, all dropped
+    x = encoder_input(encod, 4)  # a broadcast view: the C++ pass
+    x_cd, gm = coordinated_dropout(x, rate, torch.Size(recon_shape), _gen(3))
+    # the same seed through the PyTorch formula (uniform_like gives the kernels' numbers)
+    u = uniform_like(x.contiguous(), _gen(3))
+    keep = u >= rate.view(-1, 1, 1, 1)
+    expected = x * keep / (1.0 - rate).clamp_min(1e-6).view(-1, 1, 1, 1)
+    dropped = torch.ones(4, *recon_shape, dtype=torch.bool)
+    dropped[:, :, :T_ENC, :N_ENC] = ~keep | (rate <= 0).view(-1, 1, 1, 1)
+    assert torch.equal(x_cd, expected) and torch.equal(gm, dropped)
+    assert torch.equal(x_cd[1], x[1]) and gm[1].all() and (x_cd[3] == 0).all()
+    # a materialised input takes the PyTorch path of the same function: the same result
+    x_torch, gm_torch = coordinated_dropout(x.contiguous(), rate, torch.Size(recon_shape), _gen(3))
+    assert torch.equal(x_torch, x_cd) and torch.equal(gm_torch, gm)

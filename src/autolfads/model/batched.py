@@ -19,7 +19,9 @@ __all__ = [
     "ClippedGRUCell",
     "BidirectionalGRU",
     "worker_dropout",
+    "dropout_mask_like",
     "per_worker",
+    "draw_seed",
     "uniform_like",
     "normal_like",
 ]
@@ -28,6 +30,11 @@ __all__ = [
 def per_worker(value: Tensor, like: Tensor) -> Tensor:
     """View a per-worker vector (K,) so it broadcasts against `like` (K, ...)."""
     return value.view(value.shape[0], *([1] * (like.dim() - 1)))
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """One seed for the C++ kernels' counter-based random numbers, drawn from `generator`."""
+    return int(torch.randint(2**62, (1,), generator=generator))
 
 
 def uniform_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -40,7 +47,7 @@ def uniform_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     if kernels is None:
         return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype)
-    kernels.uniform_fill(out, int(torch.randint(2**62, (1,), generator=generator)))
+    kernels.uniform_fill(out, draw_seed(generator))
     return out
 
 
@@ -62,9 +69,31 @@ def worker_dropout(
     """
     if not training:
         return x
+    if kernels_for(x) is not None:
+        return x * dropout_mask_like(x, rate, generator)
     keep = 1.0 - per_worker(rate.to(x.dtype), x)
     mask = uniform_like(x, generator) < keep
     return x * mask / keep.clamp_min(1e-6)
+
+
+def dropout_mask_like(x: Tensor, rate: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Inverted-dropout mask (K, ...) shaped like x: 1 / (1 - rate_k) where kept, 0 where dropped.
+
+    Only x's shape, dtype and device are used (x may be uninitialised). With the C++ kernels
+    (float32 CPU) one pass makes it from one seed of `generator`, keeping the elements whose
+    `uniform_like` number is below 1 - rate_k; otherwise it is computed from `uniform_like` in
+    PyTorch.
+
+    Args:
+        x: (K, ...) tensor giving the shape.  rate: (K,) drop probability of each worker.
+    """
+    kernels = kernels_for(x)
+    if kernels is None:
+        keep = 1.0 - per_worker(rate.to(x.dtype), x)
+        return (uniform_like(x, generator) < keep).to(x.dtype) / keep.clamp_min(1e-6)
+    out = torch.empty(x.shape, dtype=x.dtype)
+    kernels.dropout_mask(out, rate.detach().to(x.dtype).contiguous(), draw_seed(generator))
+    return out
 
 
 class BatchedLinear(nn.Module):

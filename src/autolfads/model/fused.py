@@ -5,7 +5,10 @@ sequences (`gru_sequence_forward/backward`, used by `GRUTape.run_sequence`) and 
 controller-generator loop (`controlled_forward/backward`, used by `controlled_generator`). Rows
 never interact inside a recurrence, so each call splits (worker, block of rows) items across the
 OpenMP threads and each item runs all T steps alone (BLAS sgemm for the products, fused gate
-arithmetic). `uniform_fill` makes the dropout and coordinated-dropout masks' random numbers.
+arithmetic). csrc/elementwise.cpp fuses elementwise passes of a step: the dropout masks
+(`dropout_mask`, used by `worker_dropout` and `dropout_mask_like`; `uniform_fill` for plain random
+numbers), coordinated dropout (`cd_masks`, used by `prepare_batch`) and the Poisson reconstruction
+loss with its gradient (`poisson_nll`, used by `lfads_loss` through `fused_poisson_recon`).
 They are compiled with `torch.utils.cpp_extension` the first time they are needed (about a minute
 on 2 cores; cached under $TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, and rebuilt
 only when the source or the flags change). Without a C++ compiler and ninja, or with

@@ -23,6 +23,7 @@ from autolfads.model.batched import (
     BatchedLinear,
     BidirectionalGRU,
     ClippedGRUCell,
+    dropout_mask_like,
     normal_like,
     worker_dropout,
 )
@@ -234,8 +235,8 @@ class LFADSNetwork(nn.Module):
         # Dropout on the generator states (before the factors), masks for all steps drawn at once.
         masks = None
         if drop:
-            ones = gen_init.new_ones(k, b * samples, t_rec + 1, s.gen_dim)
-            masks = worker_dropout(ones, rate, drop, generator)
+            like = gen_init.new_empty(k, b * samples, t_rec + 1, s.gen_dim)  # shape only
+            masks = dropout_mask_like(like, rate, generator)
         empty = gen_init.new_zeros(k, b * samples, t_rec, 0)
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each

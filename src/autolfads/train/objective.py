@@ -17,6 +17,7 @@ from torch import Tensor
 from autolfads.model.lfads import LFADSNetwork, LFADSOutput
 from autolfads.model.priors import ar1_kl_one_sample
 from autolfads.train.augment import PreparedBatch
+from autolfads.train.fused_loss import fused_poisson_recon
 
 __all__ = ["ramp_factor", "masked_mean_nll", "l2_penalty", "lfads_loss"]
 
@@ -74,8 +75,11 @@ def lfads_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-worker loss (K,) and its parts (each (K,), detached) for logging."""
     obs = net.observation_model(session)
-    nll = -obs.log_likelihood(batch.target, out.params)  # (K, B, T, N)
-    recon = masked_mean_nll(nll, batch)
+    # in C++ for Poisson on float32 CPU without sample validation; None otherwise
+    recon = fused_poisson_recon(obs, out.params, batch)
+    if recon is None:
+        nll = -obs.log_likelihood(batch.target, out.params)  # (K, B, T, N)
+        recon = masked_mean_nll(nll, batch)
     kl_ic = net.ic_prior.kl(out.ic_mean, out.ic_var).mean(1)
     if net.structure.use_controller:
         kl_co = ar1_kl_one_sample(out.co_sample, out.co_mean, out.co_var, net.co_prior).mean(1)
@@ -88,7 +92,7 @@ def lfads_loss(
     extra = l2_gamma * reg if l2_gamma is not None else 0.0
     loss = loss_scale * (recon + ramp * (kl + l2) + extra)
     parts = {"loss": loss / loss_scale, "recon": recon, "kl/ic": kl_ic, "kl/co": kl_co, "l2": l2}
-    if batch.sv_mask is not None:
+    if batch.sv_mask is not None:  # (the fused loss does not apply: nll is set)
         sv = batch.sv_mask.unsqueeze(0)
         parts["recon_sv"] = (nll * sv).flatten(1).sum(1) / sv.flatten(1).sum(1).clamp_min(1.0)
     return loss, {k: v.detach() for k, v in parts.items()}
