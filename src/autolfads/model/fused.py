@@ -18,6 +18,7 @@ rounding (mask random numbers come from torch's generator instead), slower.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -30,7 +31,9 @@ from torch import Tensor
 
 __all__ = ["kernels_for", "load_kernels", "fused_enabled"]
 
-_SOURCES = [Path(__file__).with_name("csrc") / f for f in ("gru_loops.cpp", "elementwise.cpp")]
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCES = [_CSRC / "gru_loops.cpp", _CSRC / "elementwise.cpp"]
+_HEADER = _CSRC / "arith.h"
 _state: dict[str, ModuleType | str | None] = {"module": None, "failure": None}
 _log = logging.getLogger("autolfads")
 
@@ -46,7 +49,9 @@ def _flags() -> tuple[str, list[str], list[str]]:
     On Linux torch's CPU threads are OpenMP (GNU), so the loops are built with -fopenmp to share
     them; elsewhere (e.g. macOS, torch's native thread pool) ATen's parallel_for needs no flag.
     """
-    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+    # torch rebuilds when a source or a flag changes, not a header: the header's digest is a flag
+    digest = hashlib.sha1(_HEADER.read_bytes()).hexdigest()[:12]
+    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", f"-DAUTOLFADS_ARITH_H={digest}"]
     if not sys.platform.startswith("linux"):
         return "autolfads_loops", flags, []
     flags.append("-fopenmp")

@@ -10,6 +10,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "arith.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +19,8 @@
 #include <optional>
 #include <tuple>
 #include <vector>
+
+using autolfads::fast_exp;
 
 namespace {
 
@@ -42,25 +46,6 @@ inline float uniform_at(uint64_t base, int64_t i) {
 }
 
 inline uint64_t seed_base(int64_t seed) { return static_cast<uint64_t>(seed) * kGolden; }
-
-// exp(x) to ~2 ulp (Cephes expf polynomial), as in gru_loops.cpp (each source keeps its own copy:
-// the extension is rebuilt when a listed source changes, not a header).
-inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(float));
-  return p * scale;
-}
 
 // Per-worker rates (K,) as a vector, checked.
 std::vector<float> worker_rates(const at::Tensor& rate) {

@@ -16,6 +16,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "arith.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,30 +33,15 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
                        const float* b, const int* ldb, const float* beta, float* c,
                        const int* ldc);
 
+using autolfads::fast_exp;
+using autolfads::sigmoid;
+using autolfads::tanh_;
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
 // Arithmetic.
 
-// exp(x) to ~2 ulp (Cephes expf polynomial); written so that compilers vectorise loops of it.
-inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(float));
-  return p * scale;
-}
-inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-inline float tanh_(float x) { return 2.0f / (1.0f + fast_exp(-2.0f * x)) - 1.0f; }
 
 // Row-major C (m x n, row stride ldc) = beta C + A (m x k, lda) B (k x n, ldb).
 void mm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
