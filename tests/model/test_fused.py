@@ -124,10 +124,29 @@ def test_controlled_generator_matches_the_float64_reference(k, b):
 
 
 @needs_kernels
+def test_controlled_generator_with_unused_outputs_matches_the_reference():
+    """As in training: no gradient reaches the states and controller states (None)."""
+    inputs, weights, masks, noise = _loop_case(2, 4, t=8)
+    ref = controlled_generator_reference(*inputs, weights, masks, noise, 1.5)
+    leaves64 = [*inputs, *weights.as_tuple()]
+    leaves32 = _float32_leaves(leaves64)
+    out = controlled_generator(
+        *leaves32[:4], LoopWeights(*leaves32[4:]), masks.float(), noise.float(), 1.5
+    )
+    gen = torch.Generator().manual_seed(5)
+    probes = [torch.randn(ref[i].shape, generator=gen, dtype=torch.float64) for i in (2, 3, 4)]
+    used32, used64 = [out[i] for i in (2, 3, 4)], [ref[i] for i in (2, 3, 4)]
+    for a, e in zip(
+        _grads(used32, leaves32, probes), _grads(used64, leaves64, probes), strict=True
+    ):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
 def test_splitting_rows_across_threads_changes_nothing():
     inputs, weights, masks, noise = _loop_case(1, 100, t=6)
     leaves = _float32_leaves([*inputs, *weights.as_tuple()])
-    probes = [torch.randn(1, 100, 6, n) for n in (5, 4, 4, 2)]
+    probes = [torch.randn(1, 100, 6, n) for n in (5, 4, 4, 2, 5)]
     runs = []
     threads = torch.get_num_threads()
     try:

@@ -78,3 +78,19 @@ def test_runs_without_gradients_and_matches():
         ref = controlled_generator_reference(*inputs, weights, masks, noise, 5.0)
     for a, e in zip(fused, ref, strict=True):
         torch.testing.assert_close(a, e)
+
+
+def test_gradients_when_only_some_outputs_are_used():
+    """Unused outputs send no gradient (None): the dropped states and the samples alone."""
+    inputs, weights, masks, noise = _problem()
+    leaves = _leaves(inputs, weights)
+    fused = controlled_generator(*inputs, weights, masks, noise, 1.5)
+    ref = controlled_generator_reference(*inputs, weights, masks, noise, 1.5)
+    gen = torch.Generator().manual_seed(2)
+    probes = [torch.randn(ref[i].shape, generator=gen, dtype=torch.float64) for i in (3, 4)]
+    g_fused = torch.autograd.grad(
+        (fused[3] * probes[0]).sum() + (fused[4] * probes[1]).sum(), leaves
+    )
+    g_ref = torch.autograd.grad((ref[3] * probes[0]).sum() + (ref[4] * probes[1]).sum(), leaves)
+    for a, e in zip(g_fused, g_ref, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)

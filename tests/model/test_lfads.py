@@ -326,6 +326,21 @@ def test_factor_readout_columns_have_unit_norm():
     torch.testing.assert_close(readout(g)[1], g[1] @ readout.normalized_weight()[1])
 
 
+def test_factor_readout_of_time_major_states_is_the_same():
+    """States stored time-major (a view of the loop's (K, T + 1, B, G) tape) give the same factors
+    and gradients as a batch-major copy."""
+    readout = FactorReadout(2, 7, 3)
+    tape = torch.randn(2, 6, 4, 7, requires_grad=True)  # (K, T + 1, B, G)
+    states = tape[:, 1:].transpose(1, 2)  # (K, B, T, G) view
+    copied = states.detach().contiguous().requires_grad_()
+    probe = torch.randn(2, 4, 5, 3)
+    out, expected = readout(states), readout(copied)
+    torch.testing.assert_close(out, expected)
+    (g_tape,) = torch.autograd.grad((out * probe).sum(), tape)
+    (g_copy,) = torch.autograd.grad((expected * probe).sum(), copied)
+    torch.testing.assert_close(g_tape[:, 1:].transpose(1, 2), g_copy)
+
+
 def _valid_data(name: str, shape: tuple[int, ...]) -> torch.Tensor:
     g = _gen(11)
     if name == "poisson":

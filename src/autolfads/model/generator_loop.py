@@ -10,6 +10,8 @@ Per step t (K workers, B trials; C controller units, G generator units, U inferr
     g_t      = GRU_gen(gen_in_t, g_{t-1})
     d_t      = g_t * m_{t+1}                       m: dropout masks (d_{-1} = g_init * m_0)
 
+d_t also feeds the factors, so the loop returns it (the dropout of the states costs no extra pass).
+
 Autograd would record ~30 nodes per step and replay them one by one; here the forward loop records
 nothing, the backward loop runs the per-step chain rule by hand, and every weight gradient is one
 matmul over all T steps afterwards. For float32 on the CPU both loops run whole in C++ on the same
@@ -97,16 +99,24 @@ def _python_forward(con, gen, raw, us, std, dropped, con_x, gen_x, masks, noise,
             us[:, t] = raw[:, t, :, :n_u]
         gen_in = torch.baddbmm(gen_x[:, :, t], us[:, t], co_to_gen)
         g = gen.step(t, gen_in, gen_gate, gen_cand)
-        if masks is not None and t + 1 < steps:
+        if masks is not None:
             torch.mul(g, masks[:, :, t + 1], out=dropped[:, t + 1])
 
 
 def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs):
     """The recurrence's chain rule step by step with ATen ops; fills outs, returns the carries."""
     fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
-    g_gen, g_con, g_raw, g_u = grads
     g_gen_x, g_con_x, g_raws = outs
     k, steps, b, n_u = us.shape
+    shapes = ((b, steps, gen.n), (b, steps, gen.n), (b, steps, con.n), (b, steps, 2 * n_u))
+    g_gen, g_dropped, g_con, g_raw, g_u = (  # absent gradients are zeros here
+        g if g is not None else g_gen_x.new_zeros(k, *shape)
+        for g, shape in zip(grads, (*shapes, (b, steps, n_u)), strict=True)
+    )
+    if masks is not None:
+        g_gen = g_gen + g_dropped * masks[:, :, 1:]
+    else:
+        g_gen = g_gen + g_dropped
 
     def t_(w: Tensor) -> Tensor:
         return w.transpose(1, 2)
@@ -149,7 +159,7 @@ class _ControlledGenerator(torch.autograd.Function):
         std = gen_init.new_empty(k, steps if keep else 1, b, n_u) if noise is not None else None
         if masks is not None:  # dropped-out generator states fed back: dropped[t] = g_{t-1} m_t
             # (masks only exist in training; inference feeds the states themselves)
-            dropped = gen_init.new_empty(k, steps, b, gen_init.shape[-1])
+            dropped = gen_init.new_empty(k, steps + 1, b, gen_init.shape[-1])
             torch.mul(gen_init, masks[:, :, 0], out=dropped[:, 0])
         else:
             dropped = gen.states
@@ -179,6 +189,7 @@ class _ControlledGenerator(torch.autograd.Function):
             *weights,
         )
         ctx.has_masks = masks is not None
+        ctx.set_materialize_grads(False)  # unused outputs send None, not zeros
 
         def batch_major(x: Tensor) -> Tensor:
             return x.transpose(1, 2)
@@ -188,21 +199,24 @@ class _ControlledGenerator(torch.autograd.Function):
             batch_major(con.states[:, 1:]),
             batch_major(raw),
             batch_major(us),
+            batch_major(dropped[:, 1:]) if masks is not None else gen_init.new_empty(0),
         )
 
     @staticmethod
-    def backward(ctx, g_gen, g_con, g_raw, g_u):  # type: ignore[override]
+    def backward(ctx, g_gen, g_con, g_raw, g_u, g_dropped):  # type: ignore[override]
         con, gen, raw, us, std, dropped = ctx.tapes
         masks, noise, *weights = ctx.saved_tensors
         masks = masks if ctx.has_masks else None
         noise = noise if std is not None else None  # saved as an empty tensor when absent
         k, steps, b, n_u = us.shape
-        g_gen_x = g_gen.new_empty(k, steps, b, 3 * gen.n)
-        g_con_x = g_gen.new_empty(k, steps, b, 3 * con.n)
-        g_raws = g_gen.new_zeros(k, steps, b, 2 * n_u)
+        g_gen_x = us.new_empty(k, steps, b, 3 * gen.n)
+        g_con_x = us.new_empty(k, steps, b, 3 * con.n)
+        # (the C++ loop writes every element; the PyTorch path relies on the zeros)
+        g_raws = us.new_empty if gen.kernels is not None else us.new_zeros
+        g_raws = g_raws(k, steps, b, 2 * n_u)
         if gen.kernels is not None:  # the whole loop in C++
             carry_g, carry_c = gen.kernels.controlled_backward(
-                *(last_dim_contiguous(g) for g in (g_gen, g_con, g_raw, g_u)),
+                *(_or_empty(g) for g in (g_gen, g_dropped, g_con, g_raw, g_u)),
                 _or_empty(masks),
                 _or_empty(noise),
                 con.clip,
@@ -226,7 +240,7 @@ class _ControlledGenerator(torch.autograd.Function):
                 masks,
                 noise,
                 weights,
-                (g_gen, g_con, g_raw, g_u),
+                (g_gen, g_dropped, g_con, g_raw, g_u),
                 (g_gen_x, g_con_x, g_raws),
             )
         g_con_gate, g_con_cand = con.weight_grads(g_con_x)
@@ -264,7 +278,7 @@ def controlled_generator(
     noise: Tensor | None,
     clip: float,
     samples: int = 1,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the controller and the generator together over T steps (see the module docstring).
 
     Args:
@@ -280,14 +294,17 @@ def controlled_generator(
         samples: S posterior samples per trial.
     Returns:
         gen_states (K, B, T, G), con_states (K, B, T, C), co_raw (K, B, T, 2U) posterior means and
-        log-variances, co_sample (K, B, T, U) inferred inputs fed to the generator.
+        log-variances, co_sample (K, B, T, U) inferred inputs fed to the generator, dropped
+        (K, B, T, G) the dropped-out states d_t = g_t m_{t+1} (gen_states itself without masks).
     """
     tensors = (con_x, gen_x, gen_init, con_h0, *weights.as_tuple())
     if samples > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         con_x, samples = con_x.repeat_interleave(samples, dim=1), 1  # the backward maps rows 1:1
-    return _ControlledGenerator.apply(
+    gen_states, con_states, co_raw, co_sample, dropped = _ControlledGenerator.apply(
         con_x, gen_x, gen_init, con_h0, masks, noise, float(clip), int(samples), *weights.as_tuple()
     )
+    dropped = dropped if masks is not None else gen_states
+    return gen_states, con_states, co_raw, co_sample, dropped
 
 
 def controlled_generator_reference(
@@ -299,12 +316,12 @@ def controlled_generator_reference(
     masks: Tensor | None,
     noise: Tensor | None,
     clip: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`controlled_generator` step by step in plain autograd (the test oracle)."""
     w = weights
     d = gen_init * masks[:, :, 0] if masks is not None else gen_init
     g, c = gen_init, con_h0
-    gens, cons, raws, us = [], [], [], []
+    gens, cons, raws, us, ds = [], [], [], [], []
     for t in range(con_x.shape[2]):
         c = gru_step_reference(
             con_x[:, :, t] + torch.bmm(d, w.feedback), c, w.con_gate, w.con_cand, clip
@@ -319,4 +336,5 @@ def controlled_generator_reference(
         cons.append(c)
         raws.append(raw)
         us.append(u)
-    return tuple(torch.stack(x, dim=2) for x in (gens, cons, raws, us))  # type: ignore[return-value]
+        ds.append(d)
+    return tuple(torch.stack(x, dim=2) for x in (gens, cons, raws, us, ds))  # type: ignore[return-value]

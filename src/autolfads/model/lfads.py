@@ -72,8 +72,21 @@ class FactorReadout(nn.Module):
 
     def forward(self, g: Tensor) -> Tensor:
         k, *mid, gdim = g.shape
+        if g.dim() == 4 and not _rows_are_a_view(g) and _rows_are_a_view(g.transpose(1, 2)):
+            # states stored time-major (the loop's tape): multiply in that order, no copy
+            out = torch.bmm(g.transpose(1, 2).reshape(k, -1, gdim), self.normalized_weight())
+            return out.view(k, mid[1], mid[0], -1).transpose(1, 2)
         out = torch.bmm(g.reshape(k, -1, gdim), self.normalized_weight())
         return out.reshape(k, *mid, -1)
+
+
+def _rows_are_a_view(x: Tensor) -> bool:
+    """True if x (K, ..., n) flattens to (K, M, n) rows without a copy."""
+    try:
+        x.view(x.shape[0], -1, x.shape[-1])
+    except RuntimeError:
+        return False
+    return True
 
 
 def _gaussian_params(raw: Tensor, var_min: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -253,7 +266,7 @@ class LFADSNetwork(nn.Module):
                     dtype=x.dtype,
                     generator=generator,
                 )
-            gen_states, con_states, co_raw, co_sample = controlled_generator(
+            gen_states, con_states, co_raw, co_sample, dropped_states = controlled_generator(
                 con_x,
                 gen_x,
                 gen_init,
@@ -268,7 +281,7 @@ class LFADSNetwork(nn.Module):
         else:
             gen_states = self.generator.sequence(gen_x, gen_init)
             con_states = co_mean = co_var = co_sample = empty
-        dropped_states = gen_states * masks[:, :, 1:] if masks is not None else gen_states
+            dropped_states = gen_states * masks[:, :, 1:] if masks is not None else gen_states
 
         factors_seq = self.factor_readout(dropped_states)  # (K, B, T, F)
         n_rec = s.recon_data_dims[session]

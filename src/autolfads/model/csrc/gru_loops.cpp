@@ -366,8 +366,9 @@ struct LoopTapes {
 // Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C): trial b's S samples
 // are rows b S ... b S + S - 1 everywhere else. gen_x (K, B, T, 3G). masks (K, B, T + 1, G) and
 // noise (K, B, T, U) may be empty (no dropout; the posterior means). std_buf (K, slots, B, U) gets
-// exp(logvar / 2) when there is noise; dropped (K, T, B, G), with dropped[:, 0] = g_init m_0 already
-// written, gets the dropped-out states fed back (the generator's states themselves without masks).
+// exp(logvar / 2) when there is noise; dropped (K, T + 1, B, G), with dropped[:, 0] = g_init m_0
+// already written, gets the dropped-out states d_t = g_t m_{t+1} at slot t + 1 (fed back to the
+// controller, and the factors' input); without masks it is not used (the states themselves are).
 void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tensor& gen_x,
                         const at::Tensor& masks, const at::Tensor& noise, double clip,
                         const std::vector<at::Tensor>& weights,
@@ -425,7 +426,7 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
         }
       }
       tp.gen.forward(gen, t, k, b0, R, gen_in.data(), 3 * G);
-      if (has_masks && t + 1 < T) {
+      if (has_masks) {
         const float* g = tp.gen.states.at(t + 1, k, b0);
         float* d = dr.at(t + 1, k, b0);
         for (int64_t i = 0; i < R; ++i) {
@@ -438,12 +439,13 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
 }
 
 // The chain rule backward over the tapes of `controlled_forward` (samples = 1). Incoming
-// gradients g_gen (K, B, T, G), g_con (K, B, T, C), g_raw (K, B, T, 2U), g_u (K, B, T, U).
-// Writes g_gen_x (K, T, B, 3G), g_con_x (K, T, B, 3C), g_raws (K, T, B, 2U); returns
-// [d/dg_init (through the recurrence, before m_0), d/dc_0].
+// gradients, each possibly empty (none): g_gen (K, B, T, G) of the states, g_dropped (K, B, T, G)
+// of the dropped-out states d_t (of the states themselves without masks), g_con (K, B, T, C),
+// g_raw (K, B, T, 2U), g_u (K, B, T, U). Writes g_gen_x (K, T, B, 3G), g_con_x (K, T, B, 3C),
+// g_raws (K, T, B, 2U); returns [d/dg_init (through the recurrence, before m_0), d/dc_0].
 std::vector<at::Tensor> controlled_backward(
-    const at::Tensor& g_gen, const at::Tensor& g_con, const at::Tensor& g_raw,
-    const at::Tensor& g_u, const at::Tensor& masks, const at::Tensor& noise, double clip,
+    const at::Tensor& g_gen, const at::Tensor& g_dropped, const at::Tensor& g_con,
+    const at::Tensor& g_raw, const at::Tensor& g_u, const at::Tensor& masks, const at::Tensor& noise, double clip,
     const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& con_tape,
     const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw, const at::Tensor& us,
     const at::Tensor& std_buf, const at::Tensor& g_gen_x, const at::Tensor& g_con_x,
@@ -451,9 +453,15 @@ std::vector<at::Tensor> controlled_backward(
   const std::vector<at::Tensor> weights_t = transposed_weights(weights);
   const LoopWeights w(weights_t);  // every matrix transposed
   const LoopTapes tp(con_tape, gen_tape, raw, us);
-  const Seq gg(g_gen, "g_gen"), gc(g_con, "g_con"), graw(g_raw, "g_raw"), gu(g_u, "g_u");
   const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
-  const Seq mk(has_masks ? masks : g_gen, "masks"), nz(has_noise ? noise : g_gen, "noise");
+  const bool has_g_gen = g_gen.numel() > 0, has_g_dropped = g_dropped.numel() > 0;
+  const bool has_g_con = g_con.numel() > 0, has_g_raw = g_raw.numel() > 0;
+  const bool has_g_u = g_u.numel() > 0;
+  const at::Tensor& any4d = g_gen_x;  // stands in for absent tensors (never read)
+  const Seq gg(has_g_gen ? g_gen : any4d, "g_gen"), gd(has_g_dropped ? g_dropped : any4d, "g_dropped");
+  const Seq gc(has_g_con ? g_con : any4d, "g_con"), graw(has_g_raw ? g_raw : any4d, "g_raw");
+  const Seq gu(has_g_u ? g_u : any4d, "g_u");
+  const Seq mk(has_masks ? masks : any4d, "masks"), nz(has_noise ? noise : any4d, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
   const Tape ggx(g_gen_x, "g_gen_x"), gcx(g_con_x, "g_con_x"), graws(g_raws, "g_raws");
   const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
@@ -469,18 +477,32 @@ std::vector<at::Tensor> controlled_backward(
     std::vector<float> carry_g(R * G, 0.0f), carry_c(R * C, 0.0f), gin_g(R * G), gh_g(R * G),
         grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G);
     for (int64_t t = T - 1; t >= 0; --t) {
+      // d/dg_t = g_gen + g_dropped m_{t+1} + carry
+      std::copy(carry_g.begin(), carry_g.end(), gin_g.begin());
       for (int64_t i = 0; i < R; ++i) {
-        const float* src = gg.at(k, b0 + i, t);
-        for (int64_t j = 0; j < G; ++j) gin_g[i * G + j] = src[j] + carry_g[i * G + j];
+        float* gi = &gin_g[i * G];
+        if (has_g_gen) {
+          const float* src = gg.at(k, b0 + i, t);
+          for (int64_t j = 0; j < G; ++j) gi[j] += src[j];
+        }
+        if (has_g_dropped) {
+          const float* src = gd.at(k, b0 + i, t);
+          if (has_masks) {
+            const float* m = mk.at(k, b0 + i, t + 1);
+            for (int64_t j = 0; j < G; ++j) gi[j] += src[j] * m[j];
+          } else {
+            for (int64_t j = 0; j < G; ++j) gi[j] += src[j];
+          }
+        }
       }
       float* gxg = ggx.at(t, k, b0);
       tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, 3 * G, gh_g.data(), grh_g.data());
       // d/du = g_u + d/d(gen_in) W_ug^T; d/dlogvar = d/du * eps * std / 2 inside the clamp.
       float* gr = graws.at(t, k, b0);
-      for (int64_t i = 0; i < R; ++i) {
-        std::memcpy(gr + i * 2 * U, gu.at(k, b0 + i, t), sizeof(float) * U);
-        std::fill(gr + i * 2 * U + U, gr + (i + 1) * 2 * U, 0.0f);
-      }
+      std::fill(gr, gr + R * 2 * U, 0.0f);
+      if (has_g_u)
+        for (int64_t i = 0; i < R; ++i)
+          std::memcpy(gr + i * 2 * U, gu.at(k, b0 + i, t), sizeof(float) * U);
       mm(R, U, 3 * G, gxg, 3 * G, co_to_gen, U, 1.0f, gr, 2 * U);
       for (int64_t i = 0; i < R; ++i) {
         float* gri = gr + i * 2 * U;
@@ -494,14 +516,18 @@ std::vector<at::Tensor> controlled_backward(
             gri[U + j] = inside ? gri[j] * (0.5f * eps[j] * si[j]) : 0.0f;
           }
         }
-        const float* gi = graw.at(k, b0 + i, t);
-        for (int64_t j = 0; j < 2 * U; ++j) gri[j] += gi[j];
+        if (has_g_raw) {
+          const float* gi = graw.at(k, b0 + i, t);
+          for (int64_t j = 0; j < 2 * U; ++j) gri[j] += gi[j];
+        }
       }
       // d/dc = g_con + d/draw W_co^T + carry
-      for (int64_t i = 0; i < R; ++i) {
-        const float* src = gc.at(k, b0 + i, t);
-        for (int64_t j = 0; j < C; ++j) gin_c[i * C + j] = src[j] + carry_c[i * C + j];
-      }
+      std::copy(carry_c.begin(), carry_c.end(), gin_c.begin());
+      if (has_g_con)
+        for (int64_t i = 0; i < R; ++i) {
+          const float* src = gc.at(k, b0 + i, t);
+          for (int64_t j = 0; j < C; ++j) gin_c[i * C + j] += src[j];
+        }
       mm(R, C, 2 * U, gr, 2 * U, co_w, C, 1.0f, gin_c.data(), C);
       float* gxc = gcx.at(t, k, b0);
       tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, 3 * C, carry_c.data(), grh_c.data());
