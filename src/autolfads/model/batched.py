@@ -258,10 +258,14 @@ class BidirectionalGRU(nn.Module):
         """The C++ path: each direction projects x in time order (the backward cell runs in
         reverse), so no flipped copy of the input or of the backward states is made."""
         k, b, t, n_in = x.shape
-        # (2K, T B, n_in): worker k's time-major input for both of its cells, one copy
-        x_tm = x.transpose(1, 2).unsqueeze(1).expand(k, 2, t, b, n_in).reshape(2 * k, t * b, n_in)
+        # (2K, T B, n_in + 1): worker k's time-major input for both of its cells, in one copy, with
+        # a column of ones so that the bias is a row of the weight (its gradient comes with the
+        # weight's, not from a separate sum over all T B rows)
+        x_both = x.transpose(1, 2).unsqueeze(1).expand(k, 2, t, b, n_in)
+        ones = x.new_ones(()).expand(k, 2, t, b, 1)
+        x_cells = torch.cat([x_both, ones], dim=-1).view(2 * k, t * b, n_in + 1)
         cell = self.cell
-        proj = torch.baddbmm(cell.bias.unsqueeze(1), x_tm, cell.input_weight)
+        proj = torch.bmm(x_cells, torch.cat([cell.input_weight, cell.bias.unsqueeze(1)], dim=1))
         return bidirectional_sequence(
             proj.view(2 * k, t, b, -1), h0, cell.gate_weight, cell.candidate_weight, cell.clip
         )
