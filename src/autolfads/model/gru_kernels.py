@@ -66,7 +66,9 @@ class GRUTape:
     `states` (K, T + 1, B, H) with states[:, 0] = h0, `ru` (K, T, B, 2H) gate values, `rh`
     (K, T, B, H) reset-gated states, `cand` (K, T, B, H) candidates, `pre` (K, T, B, H) states
     before clipping (with keep=False, for inference, only `states` spans T: the others are one
-    reused slot).
+    reused slot). In `bidirectional_sequence` the backward-direction cells run from the last step
+    to the first and keep their tapes in time order: h0 at states[:, T], the state after step t at
+    states[:, t].
     `backward_step` runs the chain rule of one step on these cached values.
 
     `step` / `backward_step` are the PyTorch path. For float32 on CPU, when the C++ kernels of
