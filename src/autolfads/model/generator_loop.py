@@ -108,10 +108,10 @@ def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs)
     fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
     g_gen_x, g_con_x, g_raws = outs
     k, steps, b, n_u = us.shape
-    shapes = ((b, steps, gen.n), (b, steps, gen.n), (b, steps, con.n), (b, steps, 2 * n_u))
+    widths = (gen.n, gen.n, con.n, 2 * n_u, n_u)  # of g_gen, g_dropped, g_con, g_raw, g_u
     g_gen, g_dropped, g_con, g_raw, g_u = (  # absent gradients are zeros here
-        g if g is not None else g_gen_x.new_zeros(k, *shape)
-        for g, shape in zip(grads, (*shapes, (b, steps, n_u)), strict=True)
+        g if g is not None else g_gen_x.new_zeros(k, b, steps, n)
+        for g, n in zip(grads, widths, strict=True)
     )
     if masks is not None:
         g_gen = g_gen + g_dropped * masks[:, :, 1:]
@@ -211,9 +211,9 @@ class _ControlledGenerator(torch.autograd.Function):
         k, steps, b, n_u = us.shape
         g_gen_x = us.new_empty(k, steps, b, 3 * gen.n)
         g_con_x = us.new_empty(k, steps, b, 3 * con.n)
-        # (the C++ loop writes every element; the PyTorch path relies on the zeros)
-        g_raws = us.new_empty if gen.kernels is not None else us.new_zeros
-        g_raws = g_raws(k, steps, b, 2 * n_u)
+        # the C++ loop writes every element; the PyTorch path relies on the zeros
+        allocate = us.new_empty if gen.kernels is not None else us.new_zeros
+        g_raws = allocate(k, steps, b, 2 * n_u)
         if gen.kernels is not None:  # the whole loop in C++
             carry_g, carry_c = gen.kernels.controlled_backward(
                 *(_or_empty(g) for g in (g_gen, g_dropped, g_con, g_raw, g_u)),
