@@ -158,8 +158,11 @@ def test_splitting_rows_across_threads_changes_nothing():
             runs.append([*out, *_grads(out, leaves, probes)])
     finally:
         torch.set_num_threads(threads)
-    for a, e in zip(*runs, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+    co_to_gen_grad = 5 + 4 + 5  # after 5 outputs and 4 inputs' gradients: the 6th weight's
+    for i, (a, e) in enumerate(zip(*runs, strict=True)):
+        # W_ug's gradient is summed per block of rows, then over blocks: only the order changes
+        tol = 1e-5 if i == co_to_gen_grad else 1e-6
+        torch.testing.assert_close(a, e, rtol=tol, atol=tol)
 
 
 @needs_kernels

@@ -94,3 +94,29 @@ def test_gradients_when_only_some_outputs_are_used():
     g_ref = torch.autograd.grad((ref[3] * probes[0]).sum() + (ref[4] * probes[1]).sum(), leaves)
     for a, e in zip(g_fused, g_ref, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32: the C++ loop if built
+def test_an_input_shared_by_all_trials_and_steps_gets_its_summed_gradient(dtype):
+    inputs, weights, masks, noise = _problem(b=4, t=6)
+    con_x, full_gen_x, gen_init, con_h0 = inputs
+    row = full_gen_x[:, :1, :1].detach().clone().requires_grad_()  # (K, 1, 1, 3G): a bias
+    leaves = [con_x, row, gen_init, con_h0, *weights.as_tuple()]
+    ref = controlled_generator_reference(
+        con_x, row.expand_as(full_gen_x), gen_init, con_h0, weights, masks, noise, 1.5
+    )
+    cast = [x.detach().to(dtype).requires_grad_() for x in leaves]
+    out = controlled_generator(
+        *cast[:4], LoopWeights(*cast[4:]), masks.to(dtype), noise.to(dtype), 1.5
+    )
+    gen = torch.Generator().manual_seed(1)
+    probes = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in ref]
+    g_ref = torch.autograd.grad(
+        sum((o * p).sum() for o, p in zip(ref, probes, strict=True)), leaves
+    )
+    loss = sum((o * p.to(dtype)).sum() for o, p in zip(out, probes, strict=True))
+    g_out = torch.autograd.grad(loss, cast)
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    assert g_out[1].shape == row.shape
+    for a, e in zip([*out, *g_out], [*ref, *g_ref], strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)

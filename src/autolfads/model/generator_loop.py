@@ -152,6 +152,8 @@ class _ControlledGenerator(torch.autograd.Function):
         fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
         steps, n_u = con_x.shape[2], co_w.shape[-1] // 2
         k, b, _ = gen_init.shape
+        ctx.gen_x_shared = gen_x.shape[1:3] == (1, 1)  # one input row for all trials and steps
+        gen_x = gen_x.expand(k, b, steps, gen_x.shape[-1])
         keep = any(ctx.needs_input_grad)  # record the per-step values for a backward
         con, gen = GRUTape(con_h0, steps, clip, keep), GRUTape(gen_init, steps, clip, keep)
         raw = gen_init.new_empty(k, steps, b, 2 * n_u)  # tapes are (K, T, B, .), as GRUTape's
@@ -215,7 +217,7 @@ class _ControlledGenerator(torch.autograd.Function):
         allocate = us.new_empty if gen.kernels is not None else us.new_zeros
         g_raws = allocate(k, steps, b, 2 * n_u)
         if gen.kernels is not None:  # the whole loop in C++
-            carry_g, carry_c = gen.kernels.controlled_backward(
+            carry_g, carry_c, sums = gen.kernels.controlled_backward(
                 *(_or_empty(g) for g in (g_gen, g_dropped, g_con, g_raw, g_u)),
                 _or_empty(masks),
                 _or_empty(noise),
@@ -243,6 +245,14 @@ class _ControlledGenerator(torch.autograd.Function):
                 (g_gen, g_dropped, g_con, g_raw, g_u),
                 (g_gen_x, g_con_x, g_raws),
             )
+            # [u_t, 1]^T d/d(gen_in_t) summed over steps and rows, as the C++ loop returns it
+            us_and_one = torch.cat([us, us.new_ones(()).expand(*us.shape[:-1], 1)], dim=-1)
+            sums = time_sum(us_and_one, g_gen_x).unsqueeze(1)
+        sums = sums.sum(dim=1)  # (K, U + 1, 3G): over the C++ loop's row blocks
+        if ctx.gen_x_shared:
+            g_gen_input = sums[:, n_u].view(k, 1, 1, -1)
+        else:
+            g_gen_input = g_gen_x.transpose(1, 2)
         g_con_gate, g_con_cand = con.weight_grads(g_con_x)
         g_gen_gate, g_gen_cand = gen.weight_grads(g_gen_x)
         grads_w = (
@@ -251,13 +261,13 @@ class _ControlledGenerator(torch.autograd.Function):
             g_con_cand,
             time_sum(con.states[:, 1:], g_raws),
             g_raws.sum(dim=(1, 2)),
-            time_sum(us, g_gen_x),
+            sums[:, :n_u],
             g_gen_gate,
             g_gen_cand,
         )
         return (
             g_con_x.transpose(1, 2),
-            g_gen_x.transpose(1, 2),
+            g_gen_input,
             carry_g,
             carry_c,
             None,
@@ -284,7 +294,9 @@ def controlled_generator(
     Args:
         con_x: (K, B / samples, T, 3C) projected controller inputs (encoder part, bias included),
             one row per trial: with S samples, trial b drives rows b S ... b S + S - 1.
-        gen_x: (K, B, T, 3G) projected generator inputs (external inputs and bias).
+        gen_x: (K, B, T, 3G) projected generator inputs (external inputs and bias), or (K, 1, 1, 3G)
+            when they are the same for every trial and step (the bias alone: its gradient is then
+            summed inside the loop, not over a (K, B, T, 3G) gradient afterwards).
         gen_init: (K, B, G) initial generator state g_{-1}.
         con_h0: (K, B, C) initial controller state.
         weights: the recurrence's weights.
@@ -319,6 +331,7 @@ def controlled_generator_reference(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`controlled_generator` step by step in plain autograd (the test oracle)."""
     w = weights
+    gen_x = gen_x.expand(*gen_init.shape[:2], con_x.shape[2], gen_x.shape[-1])
     d = gen_init * masks[:, :, 0] if masks is not None else gen_init
     g, c = gen_init, con_h0
     gens, cons, raws, us, ds = [], [], [], [], []

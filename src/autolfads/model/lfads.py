@@ -244,7 +244,9 @@ class LFADSNetwork(nn.Module):
         ext = None
         if ext_input is not None and s.ext_input_dim > 0:
             ext = ext_input.unsqueeze(0).expand(k, *ext_input.shape)  # (K, B, T_rec, E)
-        gen_x = self.generator.project_input(ext, (b * samples, t_rec))  # (K, B * S, T_rec, 3G)
+        # (K, B * S, T_rec, 3G); the controller loop takes the bias alone as one (K, 1, 1, 3G) row
+        shared = ext is None and s.use_controller
+        gen_x = self.generator.project_input(ext, (1, 1) if shared else (b * samples, t_rec))
         # Dropout on the generator states (before the factors), masks for all steps drawn at once.
         masks = None
         if drop:

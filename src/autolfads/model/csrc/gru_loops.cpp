@@ -130,13 +130,18 @@ struct FlushSubnormals {
 #endif
 };
 
+// Runs body(worker, first row, rows) for every item, items spread over the threads.
 template <typename F>
-void for_items(int64_t workers, int64_t rows, F&& body) {
-  const Items items(workers, rows);
+void for_items(const Items& items, F&& body) {
   at::parallel_for(0, items.count(), 1, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
     for (int64_t i = begin; i < end; ++i) body(items.worker(i), items.first(i), items.size(i));
   });
+}
+
+// y += a x over n floats (restrict parameters: GCC vectorises it).
+inline void axpy(int64_t n, float a, const float* __restrict__ x, float* __restrict__ y) {
+  for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,7 +285,7 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
   const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
   const GruTape tape(states, ru, rh, cand);
   const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1, H = tape.states.n;
-  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+  for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
     for (int64_t s = 0; s < T; ++s) {
@@ -308,7 +313,7 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
   const int64_t T = tape.states.T - 1;
   at::Tensor carry_out = at::empty({K, B, H}, states.options());
   const Tape carry_rows(carry_out.unsqueeze(1), "carry");
-  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+  for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
     const Seq& gs = cell.reverse ? gs_bwd : gs_fwd;
@@ -368,6 +373,22 @@ struct LoopTapes {
         us(us_, "us") {}
 };
 
+// Adds one step's share of the generator-input sums for R rows: acc (U + 1 rows of n) += [u_i, 1]^T
+// g_i, with u (R x U) the inferred inputs and g (R x n, row stride n) d/d(gen_in): rows 0..U-1
+// sum to the gradient of W_ug, row U to that of an input the same on every row and step (the bias).
+// The step's rows are summed into `step` ((U + 1) n scratch) first: two short sums round less than
+// one long one.
+inline void add_input_sums(int64_t R, int64_t U, int64_t n, const float* u, const float* g,
+                           float* step, float* acc) {
+  std::fill(step, step + (U + 1) * n, 0.0f);
+  for (int64_t i = 0; i < R; ++i) {
+    const float* gi = g + i * n;
+    for (int64_t j = 0; j < U; ++j) axpy(n, u[i * U + j], gi, step + j * n);
+    axpy(n, 1.0f, gi, step + U * n);
+  }
+  axpy((U + 1) * n, 1.0f, step, acc);
+}
+
 }  // namespace
 
 // Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C): trial b's S samples
@@ -393,7 +414,7 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
   const Tape dr(has_masks ? dropped : gen_tape.at(0), "dropped");
   const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
   const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
-  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+  for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
     const Gru con = gru_of(w.con_gate, w.con_cand, k, clip);
     const Gru gen = gru_of(w.gen_gate, w.gen_cand, k, clip);
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_b = w.co_b.of(k);
@@ -449,7 +470,10 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
 // gradients, each possibly empty (none): g_gen (K, B, T, G) of the states, g_dropped (K, B, T, G)
 // of the dropped-out states d_t (of the states themselves without masks), g_con (K, B, T, C),
 // g_raw (K, B, T, 2U), g_u (K, B, T, U). Writes g_gen_x (K, T, B, 3G), g_con_x (K, T, B, 3C),
-// g_raws (K, T, B, 2U); returns [d/dg_init (through the recurrence, before m_0), d/dc_0].
+// g_raws (K, T, B, 2U); returns [d/dg_init (through the recurrence, before m_0), d/dc_0, sums]:
+// sums (K, P, U + 1, 3G) are the per-row-block partial sums over rows and steps of [u_t, 1]^T
+// d/d(gen_in_t), whose sum over P is the gradient of W_ug (rows 0..U-1) and of a generator input
+// the same on every row and step (row U), taken while each step's rows are in cache.
 std::vector<at::Tensor> controlled_backward(
     const at::Tensor& g_gen, const at::Tensor& g_dropped, const at::Tensor& g_con,
     const at::Tensor& g_raw, const at::Tensor& g_u, const at::Tensor& masks, const at::Tensor& noise, double clip,
@@ -475,14 +499,18 @@ std::vector<at::Tensor> controlled_backward(
   const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
   at::Tensor carry_g_out = at::empty({K, B, G}, raw.options());
   at::Tensor carry_c_out = at::empty({K, B, C}, raw.options());
+  const Items items(K, B);
+  at::Tensor sums_out = at::zeros({K, items.per_worker, U + 1, 3 * G}, raw.options());
+  float* sums = sums_out.data_ptr<float>();
   const Tape carry_g_rows(carry_g_out.unsqueeze(1), "carry_g"),
       carry_c_rows(carry_c_out.unsqueeze(1), "carry_c");
-  for_items(K, B, [&](int64_t k, int64_t b0, int64_t R) {
+  for_items(items, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru con = gru_of(w.con_gate, w.con_cand, k, clip);
     const Gru gen = gru_of(w.gen_gate, w.gen_cand, k, clip);
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_to_gen = w.co_to_gen.of(k);
     std::vector<float> carry_g(R * G, 0.0f), carry_c(R * C, 0.0f), gin_g(R * G), gh_g(R * G),
-        grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G);
+        grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G), step_sums((U + 1) * 3 * G);
+    float* sum_rows = sums + (k * items.per_worker + b0 / items.block) * (U + 1) * 3 * G;
     for (int64_t t = T - 1; t >= 0; --t) {
       // d/dg_t = g_gen + g_dropped m_{t+1} + carry
       std::copy(carry_g.begin(), carry_g.end(), gin_g.begin());
@@ -504,6 +532,7 @@ std::vector<at::Tensor> controlled_backward(
       }
       float* gxg = ggx.at(t, k, b0);
       tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, 3 * G, gh_g.data(), grh_g.data());
+      add_input_sums(R, U, 3 * G, tp.us.at(t, k, b0), gxg, step_sums.data(), sum_rows);
       // d/du = g_u + d/d(gen_in) W_ug^T; d/dlogvar = d/du * eps * std / 2 inside the clamp.
       float* gr = graws.at(t, k, b0);
       std::fill(gr, gr + R * 2 * U, 0.0f);
@@ -555,7 +584,7 @@ std::vector<at::Tensor> controlled_backward(
     std::memcpy(carry_g_rows.at(0, k, b0), carry_g.data(), sizeof(float) * R * G);
     std::memcpy(carry_c_rows.at(0, k, b0), carry_c.data(), sizeof(float) * R * C);
   });
-  return {carry_g_out, carry_c_out};
+  return {carry_g_out, carry_c_out, sums_out};
 }
 
 // Defined in elementwise.cpp (the same extension).
