@@ -323,3 +323,36 @@ def test_worker_dropout_fallback_is_the_pytorch_formula(monkeypatch):
     assert torch.equal(y, x * (u < keep) / keep)
     mask = batched.dropout_mask_like(x, rate, torch.Generator().manual_seed(4))
     assert torch.equal(mask, (u < keep).float() / keep)
+
+
+@needs_kernels
+@pytest.mark.parametrize("use_controller", [True, False])
+def test_whole_network_on_the_cpp_path_equals_the_pytorch_path(use_controller, monkeypatch):
+    """Forward and every parameter's gradient of a float32 network, kernels on vs off (no dropout
+    and no sampling, so both paths draw no random numbers)."""
+    from helpers import poisson_counts, tiny_structure
+
+    from autolfads.model.lfads import LFADSNetwork
+
+    s = tiny_structure(co_dim=2 if use_controller else 0, ci_lag=1)
+    torch.manual_seed(0)
+    net = LFADSNetwork(s, 2)
+    with torch.no_grad():
+        for p in net.parameters():  # every worker's parameters differ, biases included
+            p.add_(0.3 * torch.randn(p.shape))
+    encod = poisson_counts((2, 3, s.encod_seq_len, s.encod_data_dims[0]), seed=1).float()
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("AUTOLFADS_FUSED", switch)
+        net.zero_grad()
+        out = net(encod, dropout_rate=torch.zeros(2), sample=False)
+        gen = torch.Generator().manual_seed(2)
+        used = [out.params, out.factors, out.gen_states, out.co_mean]
+        loss = sum((o * torch.randn(o.shape, generator=gen)).sum() for o in used)
+        loss.backward()
+        grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+        runs.append([*(o.detach() for o in used), *grads])
+    assert fused.kernels_for(encod) is None  # the second run was on the PyTorch path
+    assert len(runs[0]) == len(runs[1]) > 4 + 10
+    for a, e in zip(*runs, strict=True):
+        torch.testing.assert_close(a, e, rtol=2e-4, atol=2e-5)

@@ -173,8 +173,8 @@ def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag, m
     encoder_forward = net.ci_encoder.forward
     project = net.controller.project_input
 
-    def capture_encoder(x, keep_states=True):
-        seen["fwd"], seen["bwd"] = encoder_forward(x, keep_states)
+    def capture_encoder(x, keep_states=True, cells=None):
+        seen["fwd"], seen["bwd"] = encoder_forward(x, keep_states, cells)
         return seen["fwd"], seen["bwd"]
 
     def capture_input(x, batch_shape):

@@ -18,6 +18,7 @@ __all__ = [
     "BatchedLinear",
     "ClippedGRUCell",
     "BidirectionalGRU",
+    "cell_inputs",
     "worker_dropout",
     "dropout_mask_like",
     "per_worker",
@@ -209,6 +210,19 @@ class ClippedGRUCell(nn.Module):
         )
 
 
+def cell_inputs(x: Tensor) -> Tensor:
+    """The input of a `BidirectionalGRU`'s 2K cells on the C++ path, in one copy.
+
+    (K, B, T, n) -> (2K, T B, n + 1): worker k's time-major input for both of its cells (rows 2k
+    and 2k + 1), with a column of ones so that each cell's bias is a row of its input weight (its
+    gradient comes with the weight's, not from a separate sum over all T B rows).
+    """
+    k, b, t, n_in = x.shape
+    x_both = x.transpose(1, 2).unsqueeze(1).expand(k, 2, t, b, n_in)
+    ones = x.new_ones(()).expand(k, 2, t, b, 1)
+    return torch.cat([x_both, ones], dim=-1).view(2 * k, t * b, n_in + 1)
+
+
 class BidirectionalGRU(nn.Module):
     """A forward and a backward `ClippedGRUCell` over a sequence, run as one batch of 2K cells.
 
@@ -234,12 +248,16 @@ class BidirectionalGRU(nn.Module):
         """The hidden-to-hidden weights of both directions."""
         return self.cell.recurrent_weights()
 
-    def forward(self, x: Tensor, keep_states: bool = True) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, keep_states: bool = True, cells: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Run both directions.
 
         Args:
             x: (K, B, T, input_size).
             keep_states: return every step's states; otherwise only the final ones.
+            cells: `cell_inputs(x)` if already made (encoders of the same input share it); used
+                on the C++ path only.
         Returns:
             (fwd, bwd): (K, B, T, H) each, or (K, B, H) each (final states: fwd after x[T-1],
             bwd after x[0]) when keep_states is False.
@@ -247,25 +265,19 @@ class BidirectionalGRU(nn.Module):
         k, b, t, _ = x.shape
         h0 = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
         if kernels_for(x) is not None:
-            fwd, bwd = self._both_in_cpp(x, h0)
+            fwd, bwd = self._both_in_cpp(x, h0, cells if cells is not None else cell_inputs(x))
         else:
             fwd, bwd = self._both_stacked(x, h0)
         if not keep_states:
             return fwd[:, :, -1], bwd[:, :, 0]
         return fwd, bwd
 
-    def _both_in_cpp(self, x: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    def _both_in_cpp(self, x: Tensor, h0: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
         """The C++ path: each direction projects x in time order (the backward cell runs in
         reverse), so no flipped copy of the input or of the backward states is made."""
         k, b, t, n_in = x.shape
-        # (2K, T B, n_in + 1): worker k's time-major input for both of its cells, in one copy, with
-        # a column of ones so that the bias is a row of the weight (its gradient comes with the
-        # weight's, not from a separate sum over all T B rows)
-        x_both = x.transpose(1, 2).unsqueeze(1).expand(k, 2, t, b, n_in)
-        ones = x.new_ones(()).expand(k, 2, t, b, 1)
-        x_cells = torch.cat([x_both, ones], dim=-1).view(2 * k, t * b, n_in + 1)
         cell = self.cell
-        proj = torch.bmm(x_cells, torch.cat([cell.input_weight, cell.bias.unsqueeze(1)], dim=1))
+        proj = torch.bmm(cells, torch.cat([cell.input_weight, cell.bias.unsqueeze(1)], dim=1))
         return bidirectional_sequence(
             proj.view(2 * k, t, b, -1), h0, cell.gate_weight, cell.candidate_weight, cell.clip
         )

@@ -23,10 +23,12 @@ from autolfads.model.batched import (
     BatchedLinear,
     BidirectionalGRU,
     ClippedGRUCell,
+    cell_inputs,
     dropout_mask_like,
     normal_like,
     worker_dropout,
 )
+from autolfads.model.fused import kernels_for
 from autolfads.model.generator_loop import LoopWeights, controlled_generator
 from autolfads.model.observations import ObservationModel, build_observation_model
 from autolfads.model.priors import AR1Prior, GaussianICPrior
@@ -231,7 +233,8 @@ class LFADSNetwork(nn.Module):
         x = worker_dropout(x, rate, drop, generator)
 
         # Initial condition.
-        ic_fwd, ic_bwd = self.ic_encoder(x, keep_states=False)  # (K, B, H) each
+        cells = cell_inputs(x) if kernels_for(x) is not None else None  # both encoders' input
+        ic_fwd, ic_bwd = self.ic_encoder(x, keep_states=False, cells=cells)  # (K, B, H) each
         ic_h = worker_dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop, generator)
         ic_mean, ic_var = _gaussian_params(self.ic_posterior(ic_h), s.ic_post_var_min)
         if samples > 1:
@@ -254,7 +257,7 @@ class LFADSNetwork(nn.Module):
             masks = dropout_mask_like(like, rate, generator)
         empty = gen_init.new_zeros(k, b * samples, t_rec, 0)
         if s.use_controller:
-            ci_fwd, ci_bwd = self.ci_encoder(x)  # (K, B, T_enc, H) each
+            ci_fwd, ci_bwd = self.ci_encoder(x, cells=cells)  # (K, B, T_enc, H) each
             ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop, generator)
             con_x = self.controller.project_input(ci, (b, t_rec))  # one row per trial
             co_noise = None
