@@ -30,6 +30,20 @@ def _grads(outputs, leaves, probes):
     return torch.autograd.grad(total, leaves)
 
 
+def test_the_kernels_build_wherever_a_compiler_and_ninja_exist():
+    """Otherwise every test marked needs_kernels would skip quietly after a broken edit."""
+    import os
+    import shutil
+
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not (shutil.which(os.environ.get("CXX", "c++")) and is_ninja_available()):
+        pytest.skip("no C++ compiler or ninja here")
+    if not fused.fused_enabled():
+        pytest.skip("switched off by AUTOLFADS_FUSED")
+    assert fused.load_kernels() is not None, fused._state["failure"]
+
+
 @needs_kernels
 def test_float32_cpu_tapes_use_the_kernels_and_float64_does_not():
     assert GRUTape(torch.zeros(1, 2, 3), 4, 5.0).kernels is not None

@@ -9,6 +9,8 @@ arithmetic). csrc/elementwise.cpp fuses elementwise passes of a step: the dropou
 (`dropout_mask`, used by `worker_dropout` and `dropout_mask_like`; `uniform_fill` for plain random
 numbers), coordinated dropout (`cd_masks`, used by `prepare_batch`) and the Poisson reconstruction
 loss with its gradient (`poisson_nll`, used by `lfads_loss` through `fused_poisson_recon`).
+csrc/optim.cpp is the population's Adam step on one parameter in one pass (`adam_step`, used by
+`PopulationAdam.step`).
 They are compiled with `torch.utils.cpp_extension` the first time they are needed (about a minute
 on 2 cores; cached under $TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, and rebuilt
 only when the source or the flags change). Without a C++ compiler and ninja, or with
@@ -32,7 +34,7 @@ from torch import Tensor
 __all__ = ["kernels_for", "load_kernels", "fused_enabled"]
 
 _CSRC = Path(__file__).with_name("csrc")
-_SOURCES = [_CSRC / "gru_loops.cpp", _CSRC / "elementwise.cpp"]
+_SOURCES = [_CSRC / "gru_loops.cpp", _CSRC / "elementwise.cpp", _CSRC / "optim.cpp"]
 _HEADER = _CSRC / "arith.h"
 _state: dict[str, ModuleType | str | None] = {"module": None, "failure": None}
 _log = logging.getLogger("autolfads")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from autolfads.model.fused import kernels_for
+
 __all__ = ["PopulationAdam"]
 
 
@@ -77,8 +79,13 @@ class PopulationAdam:
         bias2 = 1 - b2 ** self.steps.clamp_min(1)
         step_size = (self.lr / bias1).float()
         denom_scale = bias2.sqrt().float()
+        coef = torch.stack([finite.float(), clip.float(), step_size, denom_scale], dim=1)
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             if p.grad is None:
+                continue
+            kernels = kernels_for(p)
+            if kernels is not None and p.is_contiguous() and p.grad.is_contiguous():
+                kernels.adam_step(p, p.grad, m, v, coef, b1, b2, self.eps)  # one pass, in place
                 continue
             ok = self._per_worker(finite, p).bool()
             g = torch.where(ok, p.grad * self._per_worker(clip, p), torch.zeros_like(p.grad))

@@ -587,11 +587,13 @@ std::vector<at::Tensor> controlled_backward(
   return {carry_g_out, carry_c_out, sums_out};
 }
 
-// Defined in elementwise.cpp (the same extension).
+// Defined in elementwise.cpp and optim.cpp (the same extension).
 void register_elementwise(pybind11::module_& m);
+void register_optim(pybind11::module_& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_elementwise(m);
+  register_optim(m);
   m.def("gru_sequence_forward", &gru_sequence_forward, "clipped-GRU sequences, tapes in place");
   m.def("gru_sequence_backward", &gru_sequence_backward, "its chain rule; returns d/dh0");
   m.def("controlled_forward", &controlled_forward, "controller-generator loop, tapes in place");
