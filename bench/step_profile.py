@@ -3,7 +3,8 @@
     .venv/bin/python bench/step_profile.py [THREADS] [K] [--prof]
 
 Prints the minimum and median wall time of 6 steps (batch 100, T 100, N 50; ic_enc 64, ci_enc 32,
-con 32, co 2, ic 64, gen 100, fac 20) for K workers batched; `--prof` adds the torch profiler table.
+con 32, co 2, ic 64, gen 100, fac 20) for K workers batched, and the median time of each phase
+(forward with the loss, backward, optimiser); `--prof` adds the torch profiler table.
 """
 
 import sys
@@ -39,22 +40,30 @@ def main() -> None:
     shard = Shard(structure, TrainSettings(), {n: np.full(k, v) for n, v in hps.items()})
     x = torch.poisson(torch.ones(100, 100, 50) * 0.15)
 
-    def step() -> None:
+    def step(phases: list[list[float]] | None = None) -> None:
+        clock = [time.perf_counter()]
         batch = prepare_batch(x, x, k, cd_rate=shard.hps["cd_rate"], generator=shard.noise)
         out = shard.net(batch.encod_input, 0, None, shard.hps["dropout_rate"], True, shard.noise)
         loss, _ = lfads_loss(shard.net, out, batch, 0, shard.hps, 1.0, 1e4)
+        clock.append(time.perf_counter())
         shard.optimizer.zero_grad()
         loss.sum().backward()
+        clock.append(time.perf_counter())
         shard.optimizer.step()
+        clock.append(time.perf_counter())
+        if phases is not None:
+            phases.append([b - a for a, b in zip(clock, clock[1:], strict=False)])
 
     step()
-    times = []
+    phases: list[list[float]] = []
     for _ in range(6):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+        step(phases)
+    totals = sorted(sum(p) for p in phases)
+    medians = [sorted(p[i] for p in phases)[3] for i in range(3)]
     print(
-        f"threads {threads} K {k}: step wall s min {min(times):.3f} median {sorted(times)[3]:.3f}"
+        f"threads {threads} K {k}: step wall s min {totals[0]:.3f} median {totals[3]:.3f}; "
+        f"median ms: forward + loss {1e3 * medians[0]:.1f}, backward {1e3 * medians[1]:.1f}, "
+        f"optimiser {1e3 * medians[2]:.1f}"
     )
     if "--prof" in sys.argv:
         from torch.profiler import profile
