@@ -370,3 +370,107 @@ def test_whole_network_on_the_cpp_path_equals_the_pytorch_path(use_controller, m
     assert len(runs[0]) == len(runs[1]) > 4 + 10
     for a, e in zip(*runs, strict=True):
         torch.testing.assert_close(a, e, rtol=2e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------- lagged controller input
+
+LAG_RATES = [(0.0, 0.4), (0.3, 1.0)]  # no dropout and dropping everything, beside usual rates
+
+
+def _encoder_states(k=2, b=3, t=7, h=5, dtype=torch.float32, seed=0, time_major=True):
+    """fwd, bwd (K, B, T, H) as the encoders return them, transposed views of time-major tapes
+    (or contiguous when time_major is False)."""
+    gen = torch.Generator().manual_seed(seed)
+    tapes = [torch.randn(k, t, b, h, generator=gen, dtype=dtype) for _ in range(2)]
+    states = [
+        tape.transpose(1, 2) if time_major else tape.transpose(1, 2).contiguous() for tape in tapes
+    ]
+    return [x.requires_grad_() for x in states]
+
+
+def _lag_composition(fwd, bwd, lag, steps, rate, training, seed):
+    from autolfads.model.batched import _lagged, worker_dropout
+
+    gen = torch.Generator().manual_seed(seed)
+    out = worker_dropout(_lagged(fwd, bwd, lag, steps), rate, training, gen)
+    return out, gen
+
+
+def _lag_fused(fwd, bwd, lag, steps, rate, training, seed):
+    from autolfads.model.batched import lagged_dropout
+
+    gen = torch.Generator().manual_seed(seed)
+    return lagged_dropout(fwd, bwd, lag, steps, rate, training, gen), gen
+
+
+@needs_kernels
+@pytest.mark.parametrize("lag", [0, 2])
+@pytest.mark.parametrize("rates", LAG_RATES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_lagged_dropout_forward_is_the_composition_bit_for_bit(lag, rates, training, time_major):
+    fwd, bwd = _encoder_states(time_major=time_major)
+    assert fwd.is_contiguous() != time_major and fwd.stride(-1) == 1  # read through its strides
+    rate = torch.tensor(rates)
+    out, gen = _lag_fused(fwd, bwd, lag, 10, rate, training, seed=11)  # T_rec 10 > T_enc 7
+    ref, ref_gen = _lag_composition(fwd, bwd, lag, 10, rate, training, seed=11)
+    assert type(out.grad_fn).__name__ == "_LaggedDropoutBackward"  # the C++ path ran
+    assert out.shape == (2, 3, 10, 10) and out.is_contiguous()
+    assert torch.equal(out, ref)
+    assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=ref_gen))  # same draws
+    assert (out[:, :, 7:] == 0).all()  # forward-prediction steps
+    from autolfads.model.batched import _lagged
+
+    lagged = _lagged(fwd, bwd, lag, 10)
+    for w, r in enumerate(rates):
+        if not training or r == 0.0:
+            assert torch.equal(out[w], lagged[w])  # no dropout
+        elif r == 1.0:
+            assert (out[w] == 0).all()  # all dropped
+        else:
+            kept = out[w] != 0
+            assert 0 < int(kept.sum()) < int((lagged[w] != 0).sum())
+            torch.testing.assert_close(out[w][kept], lagged[w][kept] / (1 - r), rtol=1e-6, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("lag", [0, 2])
+@pytest.mark.parametrize("rates", LAG_RATES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("strided_grad", [False, True])
+def test_lagged_dropout_backward_is_the_composition_bit_for_bit(lag, rates, training, strided_grad):
+    fwd, bwd = _encoder_states(seed=1)
+    rate = torch.tensor(rates)
+    g_out = torch.randn(2, 10, 3, 10, generator=torch.Generator().manual_seed(2)).transpose(1, 2)
+    if not strided_grad:
+        g_out = g_out.contiguous()
+    out, _ = _lag_fused(fwd, bwd, lag, 10, rate, training, seed=12)
+    ref, _ = _lag_composition(fwd, bwd, lag, 10, rate, training, seed=12)
+    grads = torch.autograd.grad(out, [fwd, bwd], g_out)
+    expected = torch.autograd.grad(ref, [fwd, bwd], g_out)
+    for a, e in zip(grads, expected, strict=True):
+        assert a.shape == (2, 3, 7, 5)
+        assert torch.equal(a, e)
+    if lag:  # states no output step reads get zero gradient
+        assert (grads[0][:, :, -lag:] == 0).all() and (grads[1][:, :, :lag] == 0).all()
+
+
+@pytest.mark.parametrize("how", ["float64", "switched off"])
+def test_lagged_dropout_fallback_is_the_composition(how, monkeypatch):
+    dtype = torch.float64 if how == "float64" else torch.float32
+    if how == "switched off":
+        monkeypatch.setenv("AUTOLFADS_FUSED", "0")
+    fwd, bwd = _encoder_states(dtype=dtype, seed=3)
+    rate = torch.tensor([0.0, 0.5])
+    out, gen = _lag_fused(fwd, bwd, 2, 9, rate, True, seed=13)
+    ref, ref_gen = _lag_composition(fwd, bwd, 2, 9, rate, True, seed=13)
+    assert type(out.grad_fn).__name__ != "_LaggedDropoutBackward"
+    assert out.dtype == dtype and torch.equal(out, ref)
+    assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=ref_gen))
+    g_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    for a, e in zip(
+        torch.autograd.grad(out, [fwd, bwd], g_out),
+        torch.autograd.grad(ref, [fwd, bwd], g_out),
+        strict=True,
+    ):
+        assert torch.equal(a, e)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import copy_worker_into, poisson_counts, tiny_structure, torch_threads, worker_slice
 
+from autolfads.model import batched, fused, lfads
 from autolfads.model.lfads import FactorReadout, LFADSNetwork, LFADSOutput
 from autolfads.model.observations import OBSERVATION_MODELS
 from autolfads.train.augment import prepare_batch
@@ -193,6 +194,42 @@ def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag, m
         bwd_part = bwd[:, :, t + lag] if t + lag < 8 else torch.zeros_like(bwd[:, :, 0])
         torch.testing.assert_close(ci[:, :, t, :H], fwd_part, rtol=0, atol=0, msg=f"t={t}")
         torch.testing.assert_close(ci[:, :, t, H:], bwd_part, rtol=0, atol=0, msg=f"t={t}")
+
+
+@pytest.mark.skipif(fused.load_kernels() is None, reason="no C++ toolchain: nothing to compare")
+def test_fused_controller_input_trains_as_the_lag_then_dropout_composition(monkeypatch):
+    """Float32 with the C++ kernels: outputs and gradients of a training-mode pass are those of
+    the PyTorch composition worker_dropout(_lagged(...)) with the same generator."""
+    s = tiny_structure(recon_seq_len=12, recon_data_dims=(8,), ci_lag=1)
+    net = _perturbed_network(s, K, seed=8).float().train()
+    encod = poisson_counts((K, B, 8, 6), seed=8)
+    rate = torch.tensor([0.0, 0.3, 0.6])
+    used = []
+
+    def run():
+        out = net(encod, dropout_rate=rate, generator=_gen(9))
+        probe = torch.randn(out.params.shape, generator=_gen(10))
+        loss = (out.params * probe).sum() + out.co_sample.sum()
+        grads = torch.autograd.grad(loss, list(net.parameters()), materialize_grads=True)
+        return [out.params, out.co_sample, *grads]
+
+    def spy(*args):
+        ci = batched.lagged_dropout(*args)
+        used.append(type(ci.grad_fn).__name__)
+        return ci
+
+    monkeypatch.setattr(lfads, "lagged_dropout", spy)
+    fused_run = run()
+    assert used == ["_LaggedDropoutBackward"]
+
+    def composition(fwd, bwd, lag, steps, rate, training, generator):
+        return batched.worker_dropout(
+            batched._lagged(fwd, bwd, lag, steps), rate, training, generator
+        )
+
+    monkeypatch.setattr(lfads, "lagged_dropout", composition)
+    for a, e in zip(fused_run, run(), strict=True):
+        assert torch.equal(a, e)
 
 
 def test_forward_prediction_is_deterministic_and_driven_by_the_observed_window():

@@ -12,7 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from autolfads.model.fused import kernels_for
-from autolfads.model.gru_kernels import bidirectional_sequence, gru_sequence, gru_step
+from autolfads.model.gru_kernels import (
+    bidirectional_sequence,
+    gru_sequence,
+    gru_step,
+    last_dim_contiguous,
+)
 
 __all__ = [
     "BatchedLinear",
@@ -20,6 +25,7 @@ __all__ = [
     "BidirectionalGRU",
     "cell_inputs",
     "worker_dropout",
+    "lagged_dropout",
     "dropout_mask_like",
     "per_worker",
     "draw_seed",
@@ -75,6 +81,87 @@ def worker_dropout(
     keep = 1.0 - per_worker(rate.to(x.dtype), x)
     mask = uniform_like(x, generator) < keep
     return x * mask / keep.clamp_min(1e-6)
+
+
+def _lagged(fwd: Tensor, bwd: Tensor, lag: int, total_steps: int) -> Tensor:
+    """Controller input per step: forward state from t - lag, backward state from t + lag.
+
+    The PyTorch form of `lagged_dropout`'s lag (and its reference in the tests).
+
+    Args:
+        fwd, bwd: (K, B, T_enc, H) encoder states in time order.
+        lag: steps of lag (0 = none).
+        total_steps: T_rec >= T_enc; steps past the encoder's end get zeros (forward prediction).
+    Returns:
+        (K, B, total_steps, 2H)
+    """
+    k, b, t, h = fwd.shape
+    out = fwd.new_zeros(k, b, total_steps, 2 * h)
+    out[:, :, lag:t, :h] = fwd[:, :, : t - lag]
+    out[:, :, : t - lag, h:] = bwd[:, :, lag:]
+    return out
+
+
+def lagged_dropout(
+    fwd: Tensor,
+    bwd: Tensor,
+    lag: int,
+    total_steps: int,
+    rate: Tensor,
+    training: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The controller's input: lagged bidirectional encoder states, with per-worker dropout.
+
+    Step t gets the forward state of step t - lag and the backward state of step t + lag (zeros
+    where those steps are outside the encoder's window, e.g. forward-prediction steps past
+    T_enc), then inverted dropout at rate_k: `worker_dropout(_lagged(fwd, bwd, lag, total_steps),
+    rate, training, generator)`. For float32 on the CPU with the C++ kernels it is one pass each
+    way (no zero-filled copy, no stored mask: the backward draws the mask again from its seed),
+    with the same random numbers and values as that composition; otherwise it is the composition.
+
+    Args:
+        fwd, bwd: (K, B, T_enc, H) encoder states in time order (views with any strides).
+        lag: steps of lag, >= 0.
+        total_steps: T_rec >= T_enc.
+        rate: (K,) drop probability of each worker.
+        training: apply dropout (and draw its seed from `generator`) when True.
+        generator: source of the dropout mask.
+    Returns:
+        (K, B, T_rec, 2H): forward states in [..., :H], backward states in [..., H:].
+    """
+    if kernels_for(fwd) is None or kernels_for(bwd) is None:
+        return worker_dropout(_lagged(fwd, bwd, lag, total_steps), rate, training, generator)
+    seed = draw_seed(generator) if training else 0
+    rate32 = rate.detach().to(fwd.dtype).contiguous()
+    return _LaggedDropout.apply(fwd, bwd, int(lag), int(total_steps), rate32, seed, training)
+
+
+class _LaggedDropout(torch.autograd.Function):
+    """`lagged_dropout` in C++: the mask is made again from the seed in the backward."""
+
+    @staticmethod
+    def forward(ctx, fwd, bwd, lag, total_steps, rate, seed, training):  # type: ignore[override]
+        kernels = kernels_for(fwd)
+        k, b, _, h = fwd.shape
+        out = fwd.new_empty(k, b, total_steps, 2 * h)
+        kernels.lag_dropout_forward(
+            last_dim_contiguous(fwd), last_dim_contiguous(bwd), lag, rate, seed, training, out
+        )
+        ctx.kernels, ctx.lag, ctx.seed, ctx.training = kernels, lag, seed, training
+        ctx.enc_shape = fwd.shape
+        ctx.save_for_backward(rate)
+        return out
+
+    @staticmethod
+    def backward(ctx, g_out):  # type: ignore[override]
+        (rate,) = ctx.saved_tensors
+        g_fwd = g_out.new_empty(ctx.enc_shape)
+        g_bwd = g_out.new_empty(ctx.enc_shape)
+        ctx.kernels.lag_dropout_backward(
+            last_dim_contiguous(g_out), ctx.lag, rate, ctx.seed, ctx.training, g_fwd, g_bwd
+        )
+        return g_fwd, g_bwd, None, None, None, None, None
 
 
 def dropout_mask_like(x: Tensor, rate: Tensor, generator: torch.Generator | None = None) -> Tensor:

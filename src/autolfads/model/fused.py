@@ -7,8 +7,10 @@ never interact inside a recurrence, so each call splits (worker, block of rows) 
 OpenMP threads and each item runs all T steps alone (BLAS sgemm for the products, fused gate
 arithmetic). csrc/elementwise.cpp fuses elementwise passes of a step: the dropout masks
 (`dropout_mask`, used by `worker_dropout` and `dropout_mask_like`; `uniform_fill` for plain random
-numbers), coordinated dropout (`cd_masks`, used by `prepare_batch`) and the Poisson reconstruction
-loss with its gradient (`poisson_nll`, used by `lfads_loss` through `fused_poisson_recon`).
+numbers), the controller's lagged, dropped-out input and its chain rule
+(`lag_dropout_forward/backward`, used by `lagged_dropout`), coordinated dropout (`cd_masks`, used
+by `prepare_batch`) and the Poisson reconstruction loss with its gradient (`poisson_nll`, used by
+`lfads_loss` through `fused_poisson_recon`).
 csrc/optim.cpp is the population's Adam step on one parameter in one pass (`adam_step`, used by
 `PopulationAdam.step`).
 They are compiled with `torch.utils.cpp_extension` the first time they are needed (about a minute

@@ -25,6 +25,7 @@ from autolfads.model.batched import (
     ClippedGRUCell,
     cell_inputs,
     dropout_mask_like,
+    lagged_dropout,
     normal_like,
     worker_dropout,
 )
@@ -95,23 +96,6 @@ def _gaussian_params(raw: Tensor, var_min: float = 0.0) -> tuple[Tensor, Tensor]
     """Split (..., 2D) into mean (..., D) and variance exp(logvar) + var_min."""
     mean, logvar = raw.chunk(2, dim=-1)
     return mean, torch.exp(logvar.clamp(-20.0, 20.0)) + var_min
-
-
-def _lagged(fwd: Tensor, bwd: Tensor, lag: int, total_steps: int) -> Tensor:
-    """Controller input per step: forward state from t - lag, backward state from t + lag.
-
-    Args:
-        fwd, bwd: (K, B, T_enc, H) encoder states in time order.
-        lag: steps of lag (0 = none).
-        total_steps: T_rec >= T_enc; steps past the encoder's end get zeros (forward prediction).
-    Returns:
-        (K, B, total_steps, 2H)
-    """
-    k, b, t, h = fwd.shape
-    out = fwd.new_zeros(k, b, total_steps, 2 * h)
-    out[:, :, lag:t, :h] = fwd[:, :, : t - lag]
-    out[:, :, : t - lag, h:] = bwd[:, :, lag:]
-    return out
 
 
 def _repeat_rows(x: Tensor, samples: int) -> Tensor:
@@ -258,7 +242,7 @@ class LFADSNetwork(nn.Module):
         empty = gen_init.new_zeros(k, b * samples, t_rec, 0)
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x, cells=cells)  # (K, B, T_enc, H) each
-            ci = worker_dropout(_lagged(ci_fwd, ci_bwd, s.ci_lag, t_rec), rate, drop, generator)
+            ci = lagged_dropout(ci_fwd, ci_bwd, s.ci_lag, t_rec, rate, drop, generator)
             con_x = self.controller.project_input(ci, (b, t_rec))  # one row per trial
             co_noise = None
             if sample:

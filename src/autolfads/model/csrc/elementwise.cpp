@@ -1,7 +1,8 @@
 // Elementwise work of a training step in C++, for float32 CPU tensors: the dropout and
-// coordinated-dropout masks (random numbers included) and the Poisson reconstruction loss with its
-// gradient, each one pass over memory where PyTorch makes several. Part of the same extension as
-// gru_loops.cpp, which registers these functions (`register_elementwise`).
+// coordinated-dropout masks (random numbers included), the controller's lagged, dropped-out input
+// with its chain rule, and the Poisson reconstruction loss with its gradient, each one pass over
+// memory where PyTorch makes several. Part of the same extension as gru_loops.cpp, which
+// registers these functions (`register_elementwise`).
 //
 // Random numbers come from a counter-based hash of (seed, element index), so a mask is the same
 // for a seed whatever the thread count, and every function here that draws numbers for a (K, ...)
@@ -55,6 +56,17 @@ std::vector<float> worker_rates(const at::Tensor& rate) {
   return std::vector<float>(r, r + rate.numel());
 }
 
+// Per-worker keep threshold and scale of inverted dropout (see dropout_mask).
+struct WorkerKeep {
+  std::vector<float> keep, scale;
+  explicit WorkerKeep(const std::vector<float>& rates) : keep(rates.size()), scale(rates.size()) {
+    for (size_t w = 0; w < rates.size(); ++w) {
+      keep[w] = rates[w] >= 1.0f ? -1.0f : 1.0f - rates[w];  // -1: no u is below it
+      scale[w] = 1.0f / std::max(1.0f - rates[w], 1e-6f);
+    }
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -82,18 +94,14 @@ void dropout_mask(at::Tensor out, const at::Tensor& rate, int64_t seed) {
   TORCH_CHECK(out.dim() >= 1 && out.size(0) == k, "out: expected (K, ...) with K = rate.numel()");
   const int64_t per = k > 0 ? out.numel() / k : 0;  // elements per worker
   if (per == 0) return;
-  std::vector<float> keep(k), scale(k);
-  for (int64_t w = 0; w < k; ++w) {
-    keep[w] = rates[w] >= 1.0f ? -1.0f : 1.0f - rates[w];  // -1: no u is below it
-    scale[w] = 1.0f / std::max(1.0f - rates[w], 1e-6f);
-  }
+  const WorkerKeep wk(rates);
   float* o = out.data_ptr<float>();
   const uint64_t base = seed_base(seed);
   at::parallel_for(0, out.numel(), kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end;) {  // one stretch per worker met in [begin, end)
       const int64_t w = i / per;
       const int64_t stop = std::min(end, (w + 1) * per);
-      const float kp = keep[w], s = scale[w];
+      const float kp = wk.keep[w], s = wk.scale[w];
       for (; i < stop; ++i) o[i] = uniform_at(base, i) < kp ? s : 0.0f;
     }
   });
@@ -276,9 +284,137 @@ std::tuple<at::Tensor, at::Tensor> poisson_nll(const at::Tensor& log_rate, const
   return {sums, counts};
 }
 
+namespace {
+
+// n elements dst = src * mask, the mask of element i0 + j being dropout_mask's number for it
+// (scale if uniform_at(base, i0 + j) < keep, else 0); dst = src when kDrop is false.
+template <bool kDrop>
+void masked_copy(int64_t n, const float* __restrict__ src, float* __restrict__ dst, uint64_t base,
+                 int64_t i0, float keep, float scale) {
+  for (int64_t j = 0; j < n; ++j) {
+    if constexpr (kDrop) dst[j] = src[j] * (uniform_at(base, i0 + j) < keep ? scale : 0.0f);
+    else dst[j] = src[j];
+  }
+}
+
+// A (K, B, T, n) float32 CPU tensor read through its strides (unit last stride): rows (k, b, t).
+struct Rows {
+  const float* p;
+  int64_t K, B, T, n, sk, sb, st;
+  Rows(const at::Tensor& x, const char* name) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu() && x.dim() == 4 &&
+                    (x.stride(3) == 1 || x.size(3) <= 1),
+                name, ": expected a float32 CPU (K, B, T, n) tensor with unit last stride");
+    p = x.data_ptr<float>();
+    K = x.size(0), B = x.size(1), T = x.size(2), n = x.size(3);
+    sk = x.stride(0), sb = x.stride(1), st = x.stride(2);
+  }
+  const float* at(int64_t k, int64_t b, int64_t t) const { return p + k * sk + b * sb + t * st; }
+};
+
+// One half-row of lag_dropout_*: dst = src * mask (a zero row where src is null).
+void lag_half(const float* src, float* dst, int64_t n, bool training, uint64_t base, int64_t i0,
+              const WorkerKeep& wk, int64_t w) {
+  if (src == nullptr) std::fill(dst, dst + n, 0.0f);
+  else if (training) masked_copy<true>(n, src, dst, base, i0, wk.keep[w], wk.scale[w]);
+  else masked_copy<false>(n, src, dst, base, i0, 0.0f, 0.0f);
+}
+
+// Calls row(k, b, t) for every (k, b, t) < (K, B, T), in parallel over items (worker, block of
+// trials). In an item the rows go in the memory order of the tensor read: steps outer when it is
+// time-major (one step's trials adjacent; a block of rows of H floats is about a 4 KB page), else
+// trials outer. (k, b, t) order on a time-major view jumps a whole step per row: 3-4x slower at
+// K 8, B 100, T 100, H 32.
+template <typename F>
+void for_rows(int64_t K, int64_t B, int64_t T, int64_t H, bool time_major, const F& row) {
+  const int64_t nb = std::max<int64_t>(1, std::min<int64_t>(B, 1024 / std::max<int64_t>(H, 1)));
+  const int64_t blocks = (B + nb - 1) / nb;
+  at::parallel_for(0, K * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t k = item / blocks, b0 = (item % blocks) * nb, b1 = std::min(B, b0 + nb);
+      if (time_major) {
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t b = b0; b < b1; ++b) row(k, b, t);
+      } else {
+        for (int64_t b = b0; b < b1; ++b)
+          for (int64_t t = 0; t < T; ++t) row(k, b, t);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The controller's input, lagged encoder states with dropout, one pass. fwd, bwd (K, B, T_enc, H)
+// (any strides, unit last one) -> out (K, B, T_rec, 2H) contiguous, T_rec >= T_enc:
+//     out[k, b, t, :H] = fwd[k, b, t - lag] if lag <= t < T_enc, else 0
+//     out[k, b, t, H:] = bwd[k, b, t + lag] if t + lag < T_enc, else 0
+// times, when training, the mask dropout_mask makes for out's shape with rate and seed (element i
+// of out draws uniform_at(base, i)): bit for bit the lagged tensor times that mask.
+void lag_dropout_forward(const at::Tensor& fwd, const at::Tensor& bwd, int64_t lag,
+                         const at::Tensor& rate, int64_t seed, bool training, at::Tensor out) {
+  const Rows f(fwd, "fwd"), bw(bwd, "bwd");
+  check_contiguous_float(out, "out");
+  const int64_t K = f.K, B = f.B, T = f.T, H = f.n;
+  TORCH_CHECK(bw.K == K && bw.B == B && bw.T == T && bw.n == H, "bwd: expected fwd's shape");
+  TORCH_CHECK(out.dim() == 4 && out.size(0) == K && out.size(1) == B && out.size(2) >= T &&
+                  out.size(3) == 2 * H,
+              "out: expected (K, B, T_rec, 2H) with T_rec >= T_enc");
+  TORCH_CHECK(lag >= 0, "lag: expected >= 0");
+  const WorkerKeep wk(worker_rates(rate));
+  TORCH_CHECK(static_cast<int64_t>(wk.keep.size()) == K, "rate: expected (K,)");
+  const int64_t T_rec = out.size(2);
+  float* o = out.data_ptr<float>();
+  const uint64_t base = seed_base(seed);
+  for_rows(K, B, T_rec, H, f.sb < f.st, [&](int64_t k, int64_t b, int64_t t) {
+    const int64_t i0 = ((k * B + b) * T_rec + t) * 2 * H;  // out[k, b, t, 0]
+    const float* src_f = t >= lag && t < T ? f.at(k, b, t - lag) : nullptr;
+    const float* src_b = t + lag < T ? bw.at(k, b, t + lag) : nullptr;
+    lag_half(src_f, o + i0, H, training, base, i0, wk, k);
+    lag_half(src_b, o + i0 + H, H, training, base, i0 + H, wk, k);
+  });
+}
+
+// Its chain rule, one pass: g_out (K, B, T_rec, 2H) (any strides, unit last one) -> g_fwd, g_bwd
+// (K, B, T_enc, H) contiguous, every element written:
+//     g_fwd[k, b, s] = g_out[k, b, s + lag, :H] m   if s + lag < T_enc, else 0
+//     g_bwd[k, b, s] = g_out[k, b, s - lag, H:] m   if s >= lag, else 0
+// with m the forward's mask of those g_out elements, drawn again from `seed` (1 when not training).
+void lag_dropout_backward(const at::Tensor& g_out, int64_t lag, const at::Tensor& rate,
+                          int64_t seed, bool training, at::Tensor g_fwd, at::Tensor g_bwd) {
+  const Rows g(g_out, "g_out");
+  check_contiguous_float(g_fwd, "g_fwd");
+  check_contiguous_float(g_bwd, "g_bwd");
+  const int64_t K = g.K, B = g.B, T_rec = g.T, H = g.n / 2;
+  TORCH_CHECK(g.n == 2 * H, "g_out: expected an even last dim (2H)");
+  TORCH_CHECK(g_fwd.dim() == 4 && g_fwd.size(0) == K && g_fwd.size(1) == B &&
+                  g_fwd.size(2) <= T_rec && g_fwd.size(3) == H && g_bwd.sizes() == g_fwd.sizes(),
+              "g_fwd, g_bwd: expected (K, B, T_enc, H) with T_enc <= T_rec");
+  TORCH_CHECK(lag >= 0, "lag: expected >= 0");
+  const WorkerKeep wk(worker_rates(rate));
+  TORCH_CHECK(static_cast<int64_t>(wk.keep.size()) == K, "rate: expected (K,)");
+  const int64_t T = g_fwd.size(2);
+  float* gf = g_fwd.data_ptr<float>();
+  float* gb = g_bwd.data_ptr<float>();
+  const uint64_t base = seed_base(seed);
+  for_rows(K, B, T, H, g.sb < g.st, [&](int64_t k, int64_t b, int64_t s) {
+    const int64_t r = (k * B + b) * T + s, row0 = (k * B + b) * T_rec;  // out's row (k, b, 0)
+    const bool has_f = s + lag < T, has_b = s >= lag;  // out rows s + lag, s - lag
+    const int64_t tf = has_f ? s + lag : 0, tb = has_b ? s - lag : 0;
+    lag_half(has_f ? g.at(k, b, tf) : nullptr, gf + r * H, H, training, base,
+             (row0 + tf) * 2 * H, wk, k);
+    lag_half(has_b ? g.at(k, b, tb) + H : nullptr, gb + r * H, H, training, base,
+             (row0 + tb) * 2 * H + H, wk, k);
+  });
+}
+
 void register_elementwise(pybind11::module_& m) {
   m.def("uniform_fill", &uniform_fill, "uniform [0, 1) numbers from a seed, in place");
   m.def("dropout_mask", &dropout_mask, "inverted-dropout mask (K, ...), per-worker rate, in place");
+  m.def("lag_dropout_forward", &lag_dropout_forward,
+        "lagged encoder states times a dropout mask (the controller input), in place");
+  m.def("lag_dropout_backward", &lag_dropout_backward, "its chain rule, the mask drawn again");
   m.def("cd_masks", &cd_masks, "coordinated-dropout input and gradient mask, one pass");
   m.def("poisson_nll", &poisson_nll, "Poisson NLL sums and counts per worker, optional gradient",
         pybind11::arg("log_rate"), pybind11::arg("y"), pybind11::arg("lgy"),
