@@ -67,6 +67,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 import population as pop  # noqa: E402
 
+from autolfads.model import fused  # noqa: E402
 from autolfads.train.data import SessionTensors  # noqa: E402
 from autolfads.train.shard import Shard  # noqa: E402
 
@@ -145,6 +146,52 @@ def hand_count_flops(size: str, k: int) -> int:
     return 2 * k * (2 * data_projections + 3 * other)
 
 
+def hand_count_loop_flops(size: str, k: int) -> int:
+    """Matmul FLOPs of the recurrent loops alone in one training step of K workers of model `size`.
+
+    The products the C++ loops compute inside their time loops: the encoders' recurrences (both
+    directions of both encoders) and every product of the controller-generator step, forward and
+    their input gradients in the backward (the same FLOPs again). Not counted here: the encoders'
+    input projections and every weight gradient (one matmul each over all steps, in ATen, after
+    the loops), the factors and the read-out.
+    """
+    s = pop.SIZES[size]
+    b, t = s["batch"], s["T"]
+    e_ic, e_ci, c, u, g = s["ic_enc_dim"], s["ci_enc_dim"], s["con_dim"], s["co_dim"], s["gen_dim"]
+    loop_step = g * 3 * c + 3 * c * c + c * 2 * u + u * 3 * g + 3 * g * g
+    per_worker = 2 * t * b * 3 * (e_ic**2 + e_ci**2) + t * b * loop_step  # multiply-adds, forward
+    return 2 * 2 * k * per_worker
+
+
+LOOP_KERNELS = (
+    "gru_sequence_forward",
+    "gru_sequence_backward",
+    "controlled_forward",
+    "controlled_backward",
+)
+
+
+class TimedKernels:
+    """The C++ kernels module with the time spent in the recurrent loops' calls added up."""
+
+    def __init__(self, module: Any) -> None:
+        self.module, self.seconds = module, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.module, name)
+        if name not in LOOP_KERNELS:
+            return target
+
+        def timed(*args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return target(*args)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+
 def count_step_flops(shards: Sequence[Shard], data: Sequence[SessionTensors]) -> int:
     """Matmul FLOPs of one training step (one batch: `data` holds exactly one batch of trials).
 
@@ -201,6 +248,9 @@ def step_child(job: StepJob, barrier: Any, results: Any) -> None:
             shard.init_readout_biases(timed)
         flops = count_step_flops(shards, counted)
         pop.train_steps(shards, warmup)
+        kernels = fused.load_kernels()
+        timer = TimedKernels(kernels) if kernels is not None else None
+        fused._state["module"] = timer if timer is not None else kernels
         barrier.wait(timeout=pop.CHILD_TIMEOUT_S)
         start = time.monotonic()
         pop.train_steps(shards, timed)
@@ -212,6 +262,8 @@ def step_child(job: StepJob, barrier: Any, results: Any) -> None:
                     "start": start,
                     "end": end,
                     "flops_per_step": flops,
+                    "loop_flops_per_step": hand_count_loop_flops(job.size, job.n_workers),
+                    "loop_s": timer.seconds if timer is not None else None,
                     "threads": torch.get_num_threads(),
                     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                 },
@@ -284,7 +336,21 @@ def measure_steps(size: str, k: int, layout: str, steps: int, seed: int) -> dict
         "hand_gflop_per_step": round(hand_count_flops(size, k) / 1e9, 3),
         "flops_counted_over_hand": round(flops / hand_count_flops(size, k), 4),
         "achieved_gflops": round(flops / 1e9 / s_per_step, 2),
+        **loop_rates(reports, steps, wall),
         "peak_mb": round(sum(r["peak_mb"] for r in reports), 1),
+    }
+
+
+def loop_rates(reports: Sequence[dict[str, Any]], steps: int, wall: float) -> dict[str, Any]:
+    """The recurrent loops' own rate: each process's loop FLOPs over its time inside the loops,
+    summed over the processes (they run at once), and the loops' share of the wall time."""
+    if any(r["loop_s"] is None or r["loop_s"] <= 0 for r in reports):
+        return {"loop_gflops": None, "loop_share_of_wall": None}  # no C++ loops in this run
+    return {
+        "loop_gflops": round(
+            sum(r["loop_flops_per_step"] * steps / r["loop_s"] for r in reports) / 1e9, 2
+        ),
+        "loop_share_of_wall": round(sum(r["loop_s"] for r in reports) / len(reports) / wall, 3),
     }
 
 
@@ -295,6 +361,8 @@ def add_fractions(rows: list[dict[str, Any]], gemm: dict[str, float]) -> None:
         if r.get("skipped"):
             continue
         r["fraction_of_gemm"] = round(r["achieved_gflops"] / gemm["all_cores"], 4)
+        if r.get("loop_gflops") is not None:
+            r["loop_fraction_of_gemm"] = round(r["loop_gflops"] / gemm["all_cores"], 4)
         r["fraction_of_same_layout_gemm"] = round(
             r["achieved_gflops"] / same_layout[r["layout"]], 4
         )
@@ -323,19 +391,25 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per (K, layout); skipped configurations say why."""
     lines = [
         "| K | layout | s/step | samples/s | s/worker-epoch | GFLOP/step | achieved GFLOP/s "
-        "| fraction of GEMM rate |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| fraction of GEMM rate | loops: share of wall, GFLOP/s, fraction of GEMM rate |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         layout = f"({r['layout']}) {r['processes']} x {r['threads_per_process']} thr"
         if r.get("skipped"):
-            lines.append(f"| {r['K']} | {layout} | {r['skipped']} | | | | | |")
+            lines.append(f"| {r['K']} | {layout} | {r['skipped']} | | | | | | |")
             continue
+        loops = "-"
+        if r.get("loop_gflops") is not None:
+            loops = (
+                f"{r['loop_share_of_wall']:.0%}, {r['loop_gflops']:.1f}, "
+                f"{r['loop_fraction_of_gemm']:.1%}"
+            )
         lines.append(
             f"| {r['K']} | {layout} | {_cell(r, 's_per_step', '.3f')} | "
             f"{_cell(r, 'samples_per_s', '.0f')} | {_cell(r, 's_per_worker_epoch', '.3f')} | "
             f"{_cell(r, 'gflop_per_step', '.2f')} | {_cell(r, 'achieved_gflops', '.1f')} | "
-            f"{_cell(r, 'fraction_of_gemm', '.1%')} |"
+            f"{_cell(r, 'fraction_of_gemm', '.1%')} | {loops} |"
         )
     return "\n".join(lines)
 
@@ -409,7 +483,10 @@ def write_report(
             "Layouts:\n" + layouts,
             markdown_table(rows),
             "Fraction of GEMM rate = achieved GFLOP/s / the all-core GEMM rate above (for (c): both "
-            "processes together). FLOPs count matmuls only.",
+            "processes together). FLOPs count matmuls only. Loops: the C++ recurrent loops alone "
+            "(encoders' recurrences and the controller-generator step, forward and backward; "
+            "hand-counted FLOPs over the time inside those calls, summed over the processes), "
+            "their mean share of the wall time, and that rate over the all-core GEMM rate.",
             flop_check_text(rows),
         ]
     )
