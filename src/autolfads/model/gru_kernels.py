@@ -221,7 +221,7 @@ def gru_sequence(xs: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: f
 
 class _BidirectionalSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, proj, h0, w_gate, w_cand, clip):  # type: ignore[override]
+    def forward(ctx, proj, h0, w_gate, w_cand, clip, final_only):  # type: ignore[override]
         cells, steps, b, _ = proj.shape
         n = w_cand.shape[-1]
         tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
@@ -232,6 +232,9 @@ class _BidirectionalSequence(torch.autograd.Function):
         )
         ctx.tape = tape
         ctx.save_for_backward(w_gate, w_cand)
+        ctx.final_only = final_only
+        if final_only:  # after x[T - 1] (slot T), and after x[0] (slot 0) for the reverse cells
+            return both[:, 0, steps], both[:, 1, 0]
         return both[:, 0, 1:].transpose(1, 2), both[:, 1, :-1].transpose(1, 2)
 
     @staticmethod
@@ -239,6 +242,8 @@ class _BidirectionalSequence(torch.autograd.Function):
         tape: GRUTape = ctx.tape
         w_gate, w_cand = ctx.saved_tensors
         cells, steps, b, n = tape.rh.shape
+        if ctx.final_only:  # (K, B, 1, H): the C++ loop adds them at each cell's last step only
+            g_fwd, g_bwd = g_fwd.unsqueeze(2), g_bwd.unsqueeze(2)
         g_xs = g_fwd.new_empty(cells, steps, b, 3 * n)
         carry = tape.kernels.gru_sequence_backward(
             last_dim_contiguous(g_fwd),
@@ -261,11 +266,11 @@ class _BidirectionalSequence(torch.autograd.Function):
             dim=1,
         ).view(cells, n, 2 * n)
         g_w_cand = time_sum(tape.rh, g_xs[..., 2 * n :])
-        return g_xs, carry, g_w_gate, g_w_cand, None
+        return g_xs, carry, g_w_gate, g_w_cand, None, None
 
 
 def bidirectional_sequence(
-    proj: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float
+    proj: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float, final_only: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Both directions of K bidirectional clipped GRUs over unflipped, time-major inputs (C++).
 
@@ -277,6 +282,9 @@ def bidirectional_sequence(
         h0: (2K, B, H) initial states.
         w_gate: (2K, H, 2H), w_cand: (2K, H, H) recurrent weights.
         clip: state bound.
+        final_only: return only the final states (K, B, H) each: fwd after x[T - 1], bwd after
+            x[0] (their gradients then reach the loop at those steps alone: no (K, B, T, H)
+            zeros to fill and read).
     Returns:
         fwd (K, B, T, H): state after x[:t + 1];  bwd (K, B, T, H): state after x[t:] (time order).
     Raises:
@@ -284,4 +292,4 @@ def bidirectional_sequence(
     """
     if kernels_for(proj) is None:
         raise RuntimeError("bidirectional_sequence needs the C++ kernels (float32 on CPU)")
-    return _BidirectionalSequence.apply(proj, h0, w_gate, w_cand, float(clip))
+    return _BidirectionalSequence.apply(proj, h0, w_gate, w_cand, float(clip), bool(final_only))

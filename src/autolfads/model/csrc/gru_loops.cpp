@@ -298,7 +298,8 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
 // d/d(states) -> d/d(projected inputs) into g_xs (K, T, B, 3H); returns d/dh0 (K, B, H). The
 // incoming gradients are in time order: of the forward cells' states in g_fwd ((K, B, T, H), or
 // (K / 2, B, T, H) when bidirectional) and of the reverse cells' in g_bwd (K / 2, B, T, H; unused
-// when unidirectional).
+// when unidirectional). With a time dim of 1 instead of T they are of each cell's final state
+// only (after its last step: t = T - 1, or t = 0 for a reverse cell).
 at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bwd,
                                  const at::Tensor& w_gate, const at::Tensor& w_cand, double clip,
                                  const at::Tensor& states, const at::Tensor& ru,
@@ -311,6 +312,9 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
   const Tape gx(g_xs, "g_xs");
   const int64_t K = tape.states.K, B = tape.states.B, H = tape.states.n;
   const int64_t T = tape.states.T - 1;
+  const bool final_only = g_fwd.size(2) == 1 && T > 1;
+  TORCH_CHECK(final_only || g_fwd.size(2) == T, "g_fwd: expected T or 1 steps");
+  TORCH_CHECK(!bidirectional || g_bwd.size(2) == g_fwd.size(2), "g_bwd: expected g_fwd's steps");
   at::Tensor carry_out = at::empty({K, B, H}, states.options());
   const Tape carry_rows(carry_out.unsqueeze(1), "carry");
   for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
@@ -320,9 +324,13 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
     std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = cell.time(s, T);
-      for (int64_t i = 0; i < R; ++i) {
-        const float* src = gs.at(cell.worker, b0 + i, t);
-        for (int64_t j = 0; j < H; ++j) gin[i * H + j] = src[j] + gh[i * H + j];
+      if (final_only && s < T - 1) {
+        std::copy(gh.begin(), gh.end(), gin.begin());  // no gradient from outside after the last step
+      } else {
+        for (int64_t i = 0; i < R; ++i) {
+          const float* src = gs.at(cell.worker, b0 + i, final_only ? 0 : t);
+          for (int64_t j = 0; j < H; ++j) gin[i * H + j] = src[j] + gh[i * H + j];
+        }
       }
       tape.backward(g, t, k, b0, R, gin.data(), gx.at(t, k, b0), gx.n, gh.data(), grh.data(),
                     cell.reverse);
