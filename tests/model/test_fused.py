@@ -180,6 +180,29 @@ def test_splitting_rows_across_threads_changes_nothing():
 
 
 @needs_kernels
+@pytest.mark.parametrize("threads", [3, 8])
+def test_more_threads_than_a_worker_has_row_blocks_for_changes_nothing(threads):
+    """10 rows split for 8 threads: blocks of 2 rows, 5 of them (a block past the end once made
+    the loop allocate a negative size)."""
+    inputs, weights, masks, noise = _loop_case(1, 10, t=5)
+    leaves = _float32_leaves([*inputs, *weights.as_tuple()])
+    probes = [torch.randn(1, 10, 5, n) for n in (5, 4, 4, 2, 5)]
+    runs = []
+    saved = torch.get_num_threads()
+    try:
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            out = controlled_generator(
+                *leaves[:4], LoopWeights(*leaves[4:]), masks.float(), noise.float(), 1.5
+            )
+            runs.append([*out, *_grads(out, leaves, probes)])
+    finally:
+        torch.set_num_threads(saved)
+    for a, e in zip(*runs, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
 def test_posterior_samples_read_their_trial_row_of_the_controller_input():
     inputs, weights, _, noise = _loop_case(2, 6, t=5)
     con_x, gen_x, gen_init, con_h0 = (x.detach().float() for x in inputs)

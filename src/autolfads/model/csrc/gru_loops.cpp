@@ -113,6 +113,7 @@ struct Items {
     per_worker = std::max((threads + workers - 1) / workers, (rows + max_rows - 1) / max_rows);
     per_worker = std::max<int64_t>(1, std::min(per_worker, rows));
     block = (rows + per_worker - 1) / per_worker;
+    per_worker = (rows + block - 1) / block;  // no empty blocks (e.g. 10 rows over 8 threads)
   }
   int64_t count() const { return workers * per_worker; }
   int64_t worker(int64_t i) const { return i / per_worker; }
