@@ -37,7 +37,7 @@ __all__ = ["kernels_for", "load_kernels", "fused_enabled"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "gru_loops.cpp", _CSRC / "elementwise.cpp", _CSRC / "optim.cpp"]
-_HEADER = _CSRC / "arith.h"
+_HEADERS = sorted(_CSRC.glob("*.h"))
 _state: dict[str, ModuleType | str | None] = {"module": None, "failure": None}
 _log = logging.getLogger("autolfads")
 
@@ -53,9 +53,9 @@ def _flags() -> tuple[str, list[str], list[str]]:
     On Linux torch's CPU threads are OpenMP (GNU), so the loops are built with -fopenmp to share
     them; elsewhere (e.g. macOS, torch's native thread pool) ATen's parallel_for needs no flag.
     """
-    # torch rebuilds when a source or a flag changes, not a header: the header's digest is a flag
-    digest = hashlib.sha1(_HEADER.read_bytes()).hexdigest()[:12]
-    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", f"-DAUTOLFADS_ARITH_H={digest}"]
+    # torch rebuilds when a source or a flag changes, not a header: the headers' digest is a flag
+    digest = hashlib.sha1(b"".join(h.read_bytes() for h in _HEADERS)).hexdigest()[:12]
+    flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", f"-DAUTOLFADS_HEADERS={digest}"]
     if not sys.platform.startswith("linux"):
         return "autolfads_loops", flags, []
     flags.append("-fopenmp")

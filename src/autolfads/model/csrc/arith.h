@@ -1,5 +1,5 @@
 // Float arithmetic shared by the C++ sources of the extension (gru_loops.cpp, elementwise.cpp).
-// fused.py puts a digest of this header in the build flags, so that a change here rebuilds them.
+// fused.py puts a digest of every header in the build flags, so that a change here rebuilds them.
 #pragma once
 
 #include <cmath>

@@ -12,6 +12,7 @@
 #include <torch/extension.h>
 
 #include "arith.h"
+#include "tensors.h"
 
 #include <algorithm>
 #include <cmath>
@@ -21,14 +22,11 @@
 #include <tuple>
 #include <vector>
 
+using autolfads::check_contiguous_float;
 using autolfads::fast_exp;
+using autolfads::for_worker_stretches;
 
 namespace {
-
-void check_contiguous_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), name,
-              ": expected a contiguous float32 CPU tensor");
-}
 
 // ---------------------------------------------------------------------------------------------
 // Arithmetic.
@@ -97,13 +95,9 @@ void dropout_mask(at::Tensor out, const at::Tensor& rate, int64_t seed) {
   const WorkerKeep wk(rates);
   float* o = out.data_ptr<float>();
   const uint64_t base = seed_base(seed);
-  at::parallel_for(0, out.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end;) {  // one stretch per worker met in [begin, end)
-      const int64_t w = i / per;
-      const int64_t stop = std::min(end, (w + 1) * per);
-      const float kp = wk.keep[w], s = wk.scale[w];
-      for (; i < stop; ++i) o[i] = uniform_at(base, i) < kp ? s : 0.0f;
-    }
+  for_worker_stretches(out.numel(), per, kGrain, [&](int64_t w, int64_t begin, int64_t end) {
+    const float kp = wk.keep[w], s = wk.scale[w];
+    for (int64_t i = begin; i < end; ++i) o[i] = uniform_at(base, i) < kp ? s : 0.0f;
   });
 }
 
@@ -151,12 +145,9 @@ std::tuple<at::Tensor, at::Tensor> cd_masks(const at::Tensor& data, const at::Te
   bool* g = dropped.data_ptr<bool>();
   const uint64_t base = seed_base(seed);
   if (per > 0) {
-    at::parallel_for(0, k * per, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end;) {  // one stretch per worker met in [begin, end)
-        const int64_t w = i / per, stop = std::min(end, (w + 1) * per);
-        cd_stretch(x + (i - w * per), xo + i, g + i, stop - i, base, i, rates[w], denom[w]);
-        i = stop;
-      }
+    for_worker_stretches(k * per, per, kGrain, [&](int64_t w, int64_t begin, int64_t end) {
+      cd_stretch(x + (begin - w * per), xo + begin, g + begin, end - begin, base, begin, rates[w],
+                 denom[w]);
     });
   }
   if (padded) {  // entries the encoder never sees (forward-prediction steps, held-out channels)
@@ -312,6 +303,14 @@ struct Rows {
   const float* at(int64_t k, int64_t b, int64_t t) const { return p + k * sk + b * sb + t * st; }
 };
 
+// The checked lag and per-worker keep values of lag_dropout_* for K workers.
+WorkerKeep lag_keep(const at::Tensor& rate, int64_t K, int64_t lag) {
+  TORCH_CHECK(lag >= 0, "lag: expected >= 0");
+  WorkerKeep wk(worker_rates(rate));
+  TORCH_CHECK(static_cast<int64_t>(wk.keep.size()) == K, "rate: expected (K,)");
+  return wk;
+}
+
 // One half-row of lag_dropout_*: dst = src * mask (a zero row where src is null).
 void lag_half(const float* src, float* dst, int64_t n, bool training, uint64_t base, int64_t i0,
               const WorkerKeep& wk, int64_t w) {
@@ -361,9 +360,7 @@ void lag_dropout_forward(const at::Tensor& fwd, const at::Tensor& bwd, int64_t l
   TORCH_CHECK(out.dim() == 4 && out.size(0) == K && out.size(1) == B && out.size(2) >= T &&
                   out.size(3) == 2 * H,
               "out: expected (K, B, T_rec, 2H) with T_rec >= T_enc");
-  TORCH_CHECK(lag >= 0, "lag: expected >= 0");
-  const WorkerKeep wk(worker_rates(rate));
-  TORCH_CHECK(static_cast<int64_t>(wk.keep.size()) == K, "rate: expected (K,)");
+  const WorkerKeep wk = lag_keep(rate, K, lag);
   const int64_t T_rec = out.size(2);
   float* o = out.data_ptr<float>();
   const uint64_t base = seed_base(seed);
@@ -391,9 +388,7 @@ void lag_dropout_backward(const at::Tensor& g_out, int64_t lag, const at::Tensor
   TORCH_CHECK(g_fwd.dim() == 4 && g_fwd.size(0) == K && g_fwd.size(1) == B &&
                   g_fwd.size(2) <= T_rec && g_fwd.size(3) == H && g_bwd.sizes() == g_fwd.sizes(),
               "g_fwd, g_bwd: expected (K, B, T_enc, H) with T_enc <= T_rec");
-  TORCH_CHECK(lag >= 0, "lag: expected >= 0");
-  const WorkerKeep wk(worker_rates(rate));
-  TORCH_CHECK(static_cast<int64_t>(wk.keep.size()) == K, "rate: expected (K,)");
+  const WorkerKeep wk = lag_keep(rate, K, lag);
   const int64_t T = g_fwd.size(2);
   float* gf = g_fwd.data_ptr<float>();
   float* gb = g_bwd.data_ptr<float>();

@@ -17,6 +17,7 @@
 #include <torch/extension.h>
 
 #include "arith.h"
+#include "tensors.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +34,7 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
                        const float* b, const int* ldb, const float* beta, float* c,
                        const int* ldc);
 
+using autolfads::check_contiguous_float;
 using autolfads::fast_exp;
 using autolfads::sigmoid;
 using autolfads::tanh_;
@@ -55,11 +57,6 @@ void mm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const floa
 // ---------------------------------------------------------------------------------------------
 // Tensor access.
 
-void check_buffer(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), name,
-              ": expected a contiguous float32 CPU tensor");
-}
-
 // A batch-major (K, B, T, n) view with unit stride in its last dim: row (k, b, t) -> pointer.
 struct Seq {
   float* data;
@@ -79,7 +76,7 @@ struct Tape {
   float* data;
   int64_t K, T, B, n;
   Tape(const at::Tensor& t, const char* name) {
-    check_buffer(t, name);
+    check_contiguous_float(t, name);
     TORCH_CHECK(t.dim() == 4, name, ": expected (K, T, B, n)");
     data = t.data_ptr<float>();
     K = t.size(0), T = t.size(1), B = t.size(2), n = t.size(3);
@@ -92,7 +89,7 @@ struct Weights {
   const float* data;
   int64_t rows, cols;
   Weights(const at::Tensor& t, const char* name) {
-    check_buffer(t, name);
+    check_contiguous_float(t, name);
     data = t.data_ptr<float>();
     rows = t.size(1), cols = t.size(2);
   }

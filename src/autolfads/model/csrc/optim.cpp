@@ -6,18 +6,18 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "tensors.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+using autolfads::check_contiguous_float;
+using autolfads::for_worker_stretches;
+
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;  // elements per parallel task
-
-void check_contiguous_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), name,
-              ": expected a contiguous float32 CPU tensor");
-}
 
 // One worker's stretch of n elements (restrict parameters: GCC vectorises it).
 void adam_stretch(int64_t n, float* __restrict__ p, const float* __restrict__ g,
@@ -61,15 +61,10 @@ void adam_step(at::Tensor p, const at::Tensor& grad, at::Tensor exp_avg, at::Ten
   const float* g = grad.data_ptr<float>();
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
   const float feps = static_cast<float>(eps);
-  at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end;) {  // one stretch per worker met in [begin, end)
-      const int64_t w = i / per;
-      const int64_t stop = std::min(end, (w + 1) * per);
-      const float* cw = c + 4 * w;
-      if (cw[0] != 0.0f)
-        adam_stretch(stop - i, pp + i, g + i, m + i, v + i, cw[1], cw[2], cw[3], fb1, fb2, feps);
-      i = stop;
-    }
+  for_worker_stretches(p.numel(), per, kGrain, [&](int64_t w, int64_t i, int64_t end) {
+    const float* cw = c + 4 * w;
+    if (cw[0] != 0.0f)
+      adam_stretch(end - i, pp + i, g + i, m + i, v + i, cw[1], cw[2], cw[3], fb1, fb2, feps);
   });
 }
 
