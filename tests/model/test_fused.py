@@ -156,22 +156,30 @@ def test_controlled_generator_with_unused_outputs_matches_the_reference():
         torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
 
 
-@needs_kernels
-def test_splitting_rows_across_threads_changes_nothing():
-    inputs, weights, masks, noise = _loop_case(1, 100, t=6)
+def _loop_at_thread_counts(b: int, t: int, thread_counts) -> list[list[torch.Tensor]]:
+    """Outputs and every gradient of one float32 C++ loop case (K = 1, b rows, t steps), once per
+    thread count (the rows are split into more blocks at more threads)."""
+    inputs, weights, masks, noise = _loop_case(1, b, t=t)
     leaves = _float32_leaves([*inputs, *weights.as_tuple()])
-    probes = [torch.randn(1, 100, 6, n) for n in (5, 4, 4, 2, 5)]
+    probes = [torch.randn(1, b, t, n) for n in (5, 4, 4, 2, 5)]
     runs = []
-    threads = torch.get_num_threads()
+    saved = torch.get_num_threads()
     try:
-        for n in (1, 2):  # 1 block of 100 rows, then 2 blocks of 50 run in parallel
+        for n in thread_counts:
             torch.set_num_threads(n)
             out = controlled_generator(
                 *leaves[:4], LoopWeights(*leaves[4:]), masks.float(), noise.float(), 1.5
             )
             runs.append([*out, *_grads(out, leaves, probes)])
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved)
+    return runs
+
+
+@needs_kernels
+def test_splitting_rows_across_threads_changes_nothing():
+    # 1 block of 100 rows, then 2 blocks of 50 run in parallel
+    runs = _loop_at_thread_counts(100, 6, (1, 2))
     co_to_gen_grad = 5 + 4 + 5  # after 5 outputs and 4 inputs' gradients: the 6th weight's
     for i, (a, e) in enumerate(zip(*runs, strict=True)):
         # W_ug's gradient is summed per block of rows, then over blocks: only the order changes
@@ -184,20 +192,7 @@ def test_splitting_rows_across_threads_changes_nothing():
 def test_more_threads_than_a_worker_has_row_blocks_for_changes_nothing(threads):
     """10 rows split for 8 threads: blocks of 2 rows, 5 of them (a block past the end once made
     the loop allocate a negative size)."""
-    inputs, weights, masks, noise = _loop_case(1, 10, t=5)
-    leaves = _float32_leaves([*inputs, *weights.as_tuple()])
-    probes = [torch.randn(1, 10, 5, n) for n in (5, 4, 4, 2, 5)]
-    runs = []
-    saved = torch.get_num_threads()
-    try:
-        for n in (1, threads):
-            torch.set_num_threads(n)
-            out = controlled_generator(
-                *leaves[:4], LoopWeights(*leaves[4:]), masks.float(), noise.float(), 1.5
-            )
-            runs.append([*out, *_grads(out, leaves, probes)])
-    finally:
-        torch.set_num_threads(saved)
+    runs = _loop_at_thread_counts(10, 5, (1, threads))
     for a, e in zip(*runs, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
 
