@@ -154,16 +154,19 @@ def hand_count_loop_flops(size: str, k: int) -> int:
 
     The products the C++ loops compute inside their time loops: the encoders' recurrences (both
     directions of both encoders) and every product of the controller-generator step, forward and
-    their input gradients in the backward (the same FLOPs again). Not counted here: the encoders'
-    input projections and every weight gradient (one matmul each over all steps, in ATen, after
-    the loops), the factors and the read-out.
+    their input gradients in the backward (the same FLOPs again), and (since session 7) the
+    encoders' input projections of the data, forward only (their step's rows are projected inside
+    the forward loop; counted, as in `hand_count_flops`, without the bias column's multiply-adds).
+    Not counted here: every weight gradient (one matmul each over all steps, in ATen, after the
+    loops), the factors and the read-out.
     """
     s = pop.SIZES[size]
-    b, t = s["batch"], s["T"]
+    b, t, n = s["batch"], s["T"], s["N"]
     e_ic, e_ci, c, u, g = s["ic_enc_dim"], s["ci_enc_dim"], s["con_dim"], s["co_dim"], s["gen_dim"]
     loop_step = g * 3 * c + 3 * c * c + c * 2 * u + u * 3 * g + 3 * g * g
     per_worker = 2 * t * b * 3 * (e_ic**2 + e_ci**2) + t * b * loop_step  # multiply-adds, forward
-    return 2 * 2 * k * per_worker
+    data_projections = 2 * b * t * n * 3 * (e_ic + e_ci)  # both directions of both encoders
+    return 2 * k * (2 * per_worker + data_projections)
 
 
 LOOP_KERNELS = (

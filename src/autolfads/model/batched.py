@@ -353,22 +353,22 @@ class BidirectionalGRU(nn.Module):
         h0 = self.h0.unsqueeze(1).expand(2 * k, b, self.hidden_size)
         if kernels_for(x) is not None:
             cells = cells if cells is not None else cell_inputs(x)
-            return self._both_in_cpp(x, h0, cells, keep_states)
+            return self._both_in_cpp(h0, cells, keep_states)
         fwd, bwd = self._both_stacked(x, h0)
         if not keep_states:
             return fwd[:, :, -1], bwd[:, :, 0]
         return fwd, bwd
 
     def _both_in_cpp(
-        self, x: Tensor, h0: Tensor, cells: Tensor, keep_states: bool
+        self, h0: Tensor, cells: Tensor, keep_states: bool
     ) -> tuple[Tensor, Tensor]:
-        """The C++ path: each direction projects x in time order (the backward cell runs in
-        reverse), so no flipped copy of the input or of the backward states is made."""
-        k, b, t, n_in = x.shape
+        """The C++ path: each direction reads x in time order (the backward cell runs in reverse),
+        so no flipped copy of the input or of the backward states is made, and projects each step
+        inside the loop."""
         cell = self.cell
-        proj = torch.bmm(cells, torch.cat([cell.input_weight, cell.bias.unsqueeze(1)], dim=1))
         return bidirectional_sequence(
-            proj.view(2 * k, t, b, -1),
+            cells,
+            torch.cat([cell.input_weight, cell.bias.unsqueeze(1)], dim=1),
             h0,
             cell.gate_weight,
             cell.candidate_weight,

@@ -99,7 +99,13 @@ class GRUTape:
         """Every step over projected inputs xs (K, B, T, 3H) known in advance."""
         if self.kernels is not None:
             self.kernels.gru_sequence_forward(
-                last_dim_contiguous(xs), w_gate, w_cand, self.clip, *self.buffers(), False
+                last_dim_contiguous(xs),
+                torch.empty(0),
+                w_gate,
+                w_cand,
+                self.clip,
+                *self.buffers(),
+                False,
             )
             return
         for t in range(self.states.shape[1] - 1):
@@ -221,17 +227,17 @@ def gru_sequence(xs: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: f
 
 class _BidirectionalSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, proj, h0, w_gate, w_cand, clip, final_only):  # type: ignore[override]
-        cells, steps, b, _ = proj.shape
-        n = w_cand.shape[-1]
+    def forward(ctx, inputs, w_in, h0, w_gate, w_cand, clip, final_only):  # type: ignore[override]
+        cells, b, n = h0.shape
+        steps = inputs.shape[1] // b
         tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
         both = tape.states.view(cells // 2, 2, steps + 1, b, n)
         both[:, 1, steps] = h0.view(cells // 2, 2, b, n)[:, 1]  # reverse cells start at slot T
         tape.kernels.gru_sequence_forward(
-            proj.transpose(1, 2), w_gate, w_cand, clip, *tape.buffers(), True
+            inputs, w_in, w_gate, w_cand, clip, *tape.buffers(), True
         )
         ctx.tape = tape
-        ctx.save_for_backward(w_gate, w_cand)
+        ctx.save_for_backward(inputs, w_in, w_gate, w_cand)
         ctx.final_only = final_only
         if final_only:  # after x[T - 1] (slot T), and after x[0] (slot 0) for the reverse cells
             return both[:, 0, steps], both[:, 1, 0]
@@ -240,7 +246,7 @@ class _BidirectionalSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_fwd, g_bwd):  # type: ignore[override]
         tape: GRUTape = ctx.tape
-        w_gate, w_cand = ctx.saved_tensors
+        inputs, w_in, w_gate, w_cand = ctx.saved_tensors
         cells, steps, b, n = tape.rh.shape
         if ctx.final_only:  # (K, B, 1, H): the C++ loop adds them at each cell's last step only
             g_fwd, g_bwd = g_fwd.unsqueeze(2), g_bwd.unsqueeze(2)
@@ -266,19 +272,31 @@ class _BidirectionalSequence(torch.autograd.Function):
             dim=1,
         ).view(cells, n, 2 * n)
         g_w_cand = time_sum(tape.rh, g_xs[..., 2 * n :])
-        return g_xs, carry, g_w_gate, g_w_cand, None, None
+        g_rows = g_xs.view(cells, steps * b, 3 * n)
+        g_w_in = torch.bmm(inputs.transpose(1, 2), g_rows)
+        g_inputs = torch.bmm(g_rows, w_in.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        return g_inputs, g_w_in, carry, g_w_gate, g_w_cand, None, None
 
 
 def bidirectional_sequence(
-    proj: Tensor, h0: Tensor, w_gate: Tensor, w_cand: Tensor, clip: float, final_only: bool = False
+    inputs: Tensor,
+    w_in: Tensor,
+    h0: Tensor,
+    w_gate: Tensor,
+    w_cand: Tensor,
+    clip: float,
+    final_only: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Both directions of K bidirectional clipped GRUs over unflipped, time-major inputs (C++).
 
     Cells 2k and 2k + 1 are worker k's forward and backward directions; both read their inputs in
-    time order, the backward cell from the last step to the first.
+    time order, the backward cell from the last step to the first. Each step's input projection
+    x_t W_in runs inside the loop (no (2K, T, B, 3H) projection is stored).
 
     Args:
-        proj: (2K, T, B, 3H) projected inputs of each cell (input weights and biases applied).
+        inputs: (2K, T B, n) each cell's inputs, time-major (rows t B ... t B + B - 1 are step t),
+            contiguous; a column of ones makes the bias a row of w_in (see `cell_inputs`).
+        w_in: (2K, n, 3H) input weights (bias row included).
         h0: (2K, B, H) initial states.
         w_gate: (2K, H, 2H), w_cand: (2K, H, H) recurrent weights.
         clip: state bound.
@@ -290,6 +308,8 @@ def bidirectional_sequence(
     Raises:
         RuntimeError: without the C++ kernels (float32 on CPU only).
     """
-    if kernels_for(proj) is None:
+    if kernels_for(inputs) is None:
         raise RuntimeError("bidirectional_sequence needs the C++ kernels (float32 on CPU)")
-    return _BidirectionalSequence.apply(proj, h0, w_gate, w_cand, float(clip), bool(final_only))
+    return _BidirectionalSequence.apply(
+        inputs.contiguous(), w_in.contiguous(), h0, w_gate, w_cand, float(clip), bool(final_only)
+    )

@@ -258,7 +258,7 @@ Gru gru_of(const Weights& w_gate, const Weights& w_cand, int64_t k, double clip)
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Encoders: GRUs over sequences whose projected inputs xs (K, B, T, 3H) are known in advance.
+// Encoders: GRUs over sequences whose inputs are known in advance.
 // Bidirectional: cells 2w and 2w + 1 are worker w's forward and backward directions, and the odd
 // cells run in reverse over their (unflipped) inputs, tapes in time order (see GruTape).
 
@@ -275,20 +275,41 @@ struct Cell {
 
 }  // namespace
 
-void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_gate,
+// Without w_in (empty), xs (K, B, T, 3H) are the projected inputs. With w_in (K, n, 3H), xs are
+// the inputs themselves, (K, T B, n) time-major and contiguous, projected step by step inside the
+// loop into a cache-warm block (x_t W_in, the bias a row of W_in against a column of ones): no
+// (K, T, B, 3H) projection is written to memory and read back.
+void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at::Tensor& w_gate,
                           const at::Tensor& w_cand, double clip, const at::Tensor& states,
                           const at::Tensor& ru, const at::Tensor& rh, const at::Tensor& cand,
                           bool bidirectional) {
-  const Seq x(xs, "xs");
+  const bool project = w_in.numel() > 0;
   const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
   const GruTape tape(states, ru, rh, cand);
   const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1, H = tape.states.n;
+  if (project) {
+    check_contiguous_float(xs, "xs");
+    TORCH_CHECK(xs.dim() == 3 && xs.size(0) == K && xs.size(1) == T * B, "xs: expected (K, T B, n)");
+    TORCH_CHECK(w_in.dim() == 3 && w_in.size(1) == xs.size(2) && w_in.size(2) == 3 * H,
+                "w_in: expected (K, n, 3H)");
+  }
+  const Seq x(project ? states : xs, "xs");  // (states: a stand-in, never read)
+  const Weights wi(project ? w_in : w_gate, "w_in");
+  const int64_t n_in = project ? xs.size(2) : 0;
+  const float* inputs = project ? xs.data_ptr<float>() : nullptr;
   for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
+    std::vector<float> block(project ? R * 3 * H : 0);
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = cell.time(s, T);
-      tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb, cell.reverse);
+      if (project) {
+        const float* rows = inputs + (k * T * B + t * B + b0) * n_in;
+        mm(R, 3 * H, n_in, rows, n_in, wi.of(k), 3 * H, 0.0f, block.data(), 3 * H);
+        tape.forward(g, t, k, b0, R, block.data(), 3 * H, cell.reverse);
+      } else {
+        tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb, cell.reverse);
+      }
     }
   });
 }
@@ -600,7 +621,8 @@ void register_optim(pybind11::module_& m);
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_elementwise(m);
   register_optim(m);
-  m.def("gru_sequence_forward", &gru_sequence_forward, "clipped-GRU sequences, tapes in place");
+  m.def("gru_sequence_forward", &gru_sequence_forward,
+        "clipped-GRU sequences (inputs projected in the loop with w_in), tapes in place");
   m.def("gru_sequence_backward", &gru_sequence_backward, "its chain rule; returns d/dh0");
   m.def("controlled_forward", &controlled_forward, "controller-generator loop, tapes in place");
   m.def("controlled_backward", &controlled_backward, "its chain rule; returns the carries");
