@@ -359,9 +359,7 @@ class BidirectionalGRU(nn.Module):
             return fwd[:, :, -1], bwd[:, :, 0]
         return fwd, bwd
 
-    def _both_in_cpp(
-        self, h0: Tensor, cells: Tensor, keep_states: bool
-    ) -> tuple[Tensor, Tensor]:
+    def _both_in_cpp(self, h0: Tensor, cells: Tensor, keep_states: bool) -> tuple[Tensor, Tensor]:
         """The C++ path: each direction reads x in time order (the backward cell runs in reverse),
         so no flipped copy of the input or of the backward states is made, and projects each step
         inside the loop."""

@@ -233,9 +233,7 @@ class _BidirectionalSequence(torch.autograd.Function):
         tape = GRUTape(h0, steps, clip, keep=any(ctx.needs_input_grad))
         both = tape.states.view(cells // 2, 2, steps + 1, b, n)
         both[:, 1, steps] = h0.view(cells // 2, 2, b, n)[:, 1]  # reverse cells start at slot T
-        tape.kernels.gru_sequence_forward(
-            inputs, w_in, w_gate, w_cand, clip, *tape.buffers(), True
-        )
+        tape.kernels.gru_sequence_forward(inputs, w_in, w_gate, w_cand, clip, *tape.buffers(), True)
         ctx.tape = tape
         ctx.save_for_backward(inputs, w_in, w_gate, w_cand)
         ctx.final_only = final_only
