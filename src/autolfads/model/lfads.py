@@ -235,10 +235,12 @@ class LFADSNetwork(nn.Module):
         shared = ext is None and s.use_controller
         gen_x = self.generator.project_input(ext, (1, 1) if shared else (b * samples, t_rec))
         # Dropout on the generator states (before the factors), masks for all steps drawn at once.
+        # Masks and noise are stored time-major, (K, T, B, .), and used as (K, B, T, .) views: the
+        # recurrence reads one step's rows at a time, then one contiguous block.
         masks = None
         if drop:
-            like = gen_init.new_empty(k, b * samples, t_rec + 1, s.gen_dim)  # shape only
-            masks = dropout_mask_like(like, rate, generator)
+            like = gen_init.new_empty(k, t_rec + 1, b * samples, s.gen_dim)  # shape only
+            masks = dropout_mask_like(like, rate, generator).transpose(1, 2)
         empty = gen_init.new_zeros(k, b * samples, t_rec, 0)
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x, cells=cells)  # (K, B, T_enc, H) each
@@ -248,13 +250,13 @@ class LFADSNetwork(nn.Module):
             if sample:
                 co_noise = torch.randn(
                     k,
-                    b * samples,
                     t_rec,
+                    b * samples,
                     s.co_dim,
                     device=x.device,
                     dtype=x.dtype,
                     generator=generator,
-                )
+                ).transpose(1, 2)
             gen_states, con_states, co_raw, co_sample, dropped_states = controlled_generator(
                 con_x,
                 gen_x,
@@ -272,7 +274,9 @@ class LFADSNetwork(nn.Module):
             con_states = co_mean = co_var = co_sample = empty
             dropped_states = gen_states * masks[:, :, 1:] if masks is not None else gen_states
 
-        factors_seq = self.factor_readout(dropped_states)  # (K, B, T, F)
+        # The factors are computed in the states' time-major order (the recurrence's tapes are
+        # (K, T, B, G)): no copy of the states, and their gradient reaches the loop time-major.
+        factors_seq = self.factor_readout(dropped_states.transpose(1, 2)).transpose(1, 2)
         n_rec = s.recon_data_dims[session]
         params = self.readout[session](factors_seq).reshape(k, b * samples, t_rec, n_rec, -1)
         gen_inputs = co_sample if ext is None else torch.cat([co_sample, ext], dim=-1)
