@@ -179,7 +179,7 @@ def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag, m
         return seen["fwd"], seen["bwd"]
 
     def capture_input(x, batch_shape):
-        seen["ci"] = x
+        seen["ci"] = x.transpose(1, 2)  # projected in time-major order, (K, T, B, 2H)
         return project(x, batch_shape)
 
     monkeypatch.setattr(net.ci_encoder, "forward", capture_encoder)

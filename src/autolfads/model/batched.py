@@ -93,10 +93,10 @@ def _lagged(fwd: Tensor, bwd: Tensor, lag: int, total_steps: int) -> Tensor:
         lag: steps of lag (0 = none).
         total_steps: T_rec >= T_enc; steps past the encoder's end get zeros (forward prediction).
     Returns:
-        (K, B, total_steps, 2H)
+        (K, B, total_steps, 2H), stored time-major (a transposed view of (K, total_steps, B, 2H))
     """
     k, b, t, h = fwd.shape
-    out = fwd.new_zeros(k, b, total_steps, 2 * h)
+    out = fwd.new_zeros(k, total_steps, b, 2 * h).transpose(1, 2)
     out[:, :, lag:t, :h] = fwd[:, :, : t - lag]
     out[:, :, : t - lag, h:] = bwd[:, :, lag:]
     return out
@@ -128,7 +128,8 @@ def lagged_dropout(
         training: apply dropout (and draw its seed from `generator`) when True.
         generator: source of the dropout mask.
     Returns:
-        (K, B, T_rec, 2H): forward states in [..., :H], backward states in [..., H:].
+        (K, B, T_rec, 2H): forward states in [..., :H], backward states in [..., H:]; on the C++
+        path stored time-major (a transposed view of (K, T_rec, B, 2H)), as the recurrence reads it.
     """
     if kernels_for(fwd) is None or kernels_for(bwd) is None:
         return worker_dropout(_lagged(fwd, bwd, lag, total_steps), rate, training, generator)
@@ -144,14 +145,14 @@ class _LaggedDropout(torch.autograd.Function):
     def forward(ctx, fwd, bwd, lag, total_steps, rate, seed, training):  # type: ignore[override]
         kernels = kernels_for(fwd)
         k, b, _, h = fwd.shape
-        out = fwd.new_empty(k, b, total_steps, 2 * h)
+        out = fwd.new_empty(k, total_steps, b, 2 * h)
         kernels.lag_dropout_forward(
             last_dim_contiguous(fwd), last_dim_contiguous(bwd), lag, rate, seed, training, out
         )
         ctx.kernels, ctx.lag, ctx.seed, ctx.training = kernels, lag, seed, training
         ctx.enc_shape = fwd.shape
         ctx.save_for_backward(rate)
-        return out
+        return out.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, g_out):  # type: ignore[override]

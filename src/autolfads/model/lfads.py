@@ -245,7 +245,9 @@ class LFADSNetwork(nn.Module):
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x, cells=cells)  # (K, B, T_enc, H) each
             ci = lagged_dropout(ci_fwd, ci_bwd, s.ci_lag, t_rec, rate, drop, generator)
-            con_x = self.controller.project_input(ci, (b, t_rec))  # one row per trial
+            # one row per trial; projected in ci's time-major order, so con_x and its gradient are
+            # time-major too (the loop reads and writes one step's rows at a time)
+            con_x = self.controller.project_input(ci.transpose(1, 2), (t_rec, b)).transpose(1, 2)
             co_noise = None
             if sample:
                 co_noise = torch.randn(

@@ -346,30 +346,33 @@ void for_rows(int64_t K, int64_t B, int64_t T, int64_t H, bool time_major, const
 
 // ---------------------------------------------------------------------------------------------
 // The controller's input, lagged encoder states with dropout, one pass. fwd, bwd (K, B, T_enc, H)
-// (any strides, unit last one) -> out (K, B, T_rec, 2H) contiguous, T_rec >= T_enc:
-//     out[k, b, t, :H] = fwd[k, b, t - lag] if lag <= t < T_enc, else 0
-//     out[k, b, t, H:] = bwd[k, b, t + lag] if t + lag < T_enc, else 0
-// times, when training, the mask dropout_mask makes for out's shape with rate and seed (element i
-// of out draws uniform_at(base, i)): bit for bit the lagged tensor times that mask.
+// (any strides, unit last one) -> out, stored time-major (K, T_rec, B, 2H) contiguous (the
+// controller's loop reads one step's rows at a time), T_rec >= T_enc:
+//     out[k, t, b, :H] = fwd[k, b, t - lag] if lag <= t < T_enc, else 0
+//     out[k, t, b, H:] = bwd[k, b, t + lag] if t + lag < T_enc, else 0
+// times, when training, the mask dropout_mask makes for the (K, B, T_rec, 2H) shape with rate
+// and seed (element (k, b, t, j), numbered in that batch-major order as i, draws
+// uniform_at(base, i)): bit for bit the lagged (K, B, T_rec, 2H) tensor times that mask.
 void lag_dropout_forward(const at::Tensor& fwd, const at::Tensor& bwd, int64_t lag,
                          const at::Tensor& rate, int64_t seed, bool training, at::Tensor out) {
   const Rows f(fwd, "fwd"), bw(bwd, "bwd");
   check_contiguous_float(out, "out");
   const int64_t K = f.K, B = f.B, T = f.T, H = f.n;
   TORCH_CHECK(bw.K == K && bw.B == B && bw.T == T && bw.n == H, "bwd: expected fwd's shape");
-  TORCH_CHECK(out.dim() == 4 && out.size(0) == K && out.size(1) == B && out.size(2) >= T &&
+  TORCH_CHECK(out.dim() == 4 && out.size(0) == K && out.size(2) == B && out.size(1) >= T &&
                   out.size(3) == 2 * H,
-              "out: expected (K, B, T_rec, 2H) with T_rec >= T_enc");
+              "out: expected (K, T_rec, B, 2H) with T_rec >= T_enc");
   const WorkerKeep wk = lag_keep(rate, K, lag);
-  const int64_t T_rec = out.size(2);
+  const int64_t T_rec = out.size(1);
   float* o = out.data_ptr<float>();
   const uint64_t base = seed_base(seed);
   for_rows(K, B, T_rec, H, f.sb < f.st, [&](int64_t k, int64_t b, int64_t t) {
-    const int64_t i0 = ((k * B + b) * T_rec + t) * 2 * H;  // out[k, b, t, 0]
+    const int64_t i0 = ((k * B + b) * T_rec + t) * 2 * H;  // element (k, b, t, 0)'s number
+    float* dst = o + ((k * T_rec + t) * B + b) * 2 * H;      // and its place
     const float* src_f = t >= lag && t < T ? f.at(k, b, t - lag) : nullptr;
     const float* src_b = t + lag < T ? bw.at(k, b, t + lag) : nullptr;
-    lag_half(src_f, o + i0, H, training, base, i0, wk, k);
-    lag_half(src_b, o + i0 + H, H, training, base, i0 + H, wk, k);
+    lag_half(src_f, dst, H, training, base, i0, wk, k);
+    lag_half(src_b, dst + H, H, training, base, i0 + H, wk, k);
   });
 }
 
