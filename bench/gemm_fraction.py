@@ -490,7 +490,8 @@ def write_report(
             markdown_table(rows),
             "Fraction of GEMM rate = achieved GFLOP/s / the all-core GEMM rate above (for (c): both "
             "processes together). FLOPs count matmuls only. Loops: the C++ recurrent loops alone "
-            "(encoders' recurrences and the controller-generator step, forward and backward; "
+            "(encoders' recurrences and the controller-generator step, forward and backward, and "
+            "the encoders' input projections, forward, done inside the loop; "
             "hand-counted FLOPs over the time inside those calls, summed over the processes), "
             "their mean share of the wall time, and that rate over the all-core GEMM rate.",
             flop_check_text(rows),

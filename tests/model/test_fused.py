@@ -96,7 +96,8 @@ def _loop_case(k, b, t, c=4, g=5, u=2, seed=0):
     ("clip", "k", "b", "keep_states"), [(0.5, 2, 5, True), (5.0, 1, 300, False)]
 )
 def test_bidirectional_encoder_matches_the_float64_pytorch_path(clip, k, b, keep_states):
-    """The C++ path (one unflipped projection, reverse cells) against the stacked float64 path."""
+    """The C++ path (inputs projected step by step in the loop, reverse cells) against the stacked
+    float64 path, gradients wrt the input included."""
     gen = torch.Generator().manual_seed(3)
     t, n_in, h = 7, 4, 5
     ref = BidirectionalGRU(k, n_in, h, clip=clip).double()

@@ -1,7 +1,8 @@
 """Optional C++ loops for the recurrences (float32 on CPU), built on first use.
 
 csrc/gru_loops.cpp runs whole recurrences in C++, forward and backward: the encoders' GRU
-sequences (`gru_sequence_forward/backward`, used by `GRUTape.run_sequence`) and the
+sequences (`gru_sequence_forward/backward`, used by `GRUTape.run_sequence` and by
+`bidirectional_sequence`, whose forward also projects each step's input inside the loop) and the
 controller-generator loop (`controlled_forward/backward`, used by `controlled_generator`). Rows
 never interact inside a recurrence, so each call splits (worker, block of rows) items across the
 OpenMP threads and each item runs all T steps alone (BLAS sgemm for the products, fused gate
