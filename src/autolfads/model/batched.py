@@ -299,16 +299,17 @@ class ClippedGRUCell(nn.Module):
 
 
 def cell_inputs(x: Tensor) -> Tensor:
-    """The input of a `BidirectionalGRU`'s 2K cells on the C++ path, in one copy.
+    """The input of a `BidirectionalGRU`'s cells on the C++ path, in one copy.
 
-    (K, B, T, n) -> (2K, T B, n + 1): worker k's time-major input for both of its cells (rows 2k
-    and 2k + 1), with a column of ones so that each cell's bias is a row of its input weight (its
-    gradient comes with the weight's, not from a separate sum over all T B rows).
+    (K, B, T, n) -> (K, T B, n + 1): worker k's input time-major, read by both of its cells
+    (2k and 2k + 1), with a column of ones so that each cell's bias is a row of its input weight
+    (its gradient comes with the weight's, not from a separate sum over all T B rows).
     """
     k, b, t, n_in = x.shape
-    x_both = x.transpose(1, 2).unsqueeze(1).expand(k, 2, t, b, n_in)
-    ones = x.new_ones(()).expand(k, 2, t, b, 1)
-    return torch.cat([x_both, ones], dim=-1).view(2 * k, t * b, n_in + 1)
+    out = x.new_empty(k, t, b, n_in + 1)
+    out[..., :n_in] = x.transpose(1, 2)
+    out[..., n_in] = 1.0
+    return out.view(k, t * b, n_in + 1)
 
 
 class BidirectionalGRU(nn.Module):

@@ -270,10 +270,16 @@ class _BidirectionalSequence(torch.autograd.Function):
             dim=1,
         ).view(cells, n, 2 * n)
         g_w_cand = time_sum(tape.rh, g_xs[..., 2 * n :])
-        g_rows = g_xs.view(cells, steps * b, 3 * n)
-        g_w_in = torch.bmm(inputs.transpose(1, 2), g_rows)
-        g_inputs = torch.bmm(g_rows, w_in.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        return g_inputs, g_w_in, carry, g_w_gate, g_w_cand, None, None
+        # both cells of a worker read its inputs: direction d's gradients are rows d of (K, 2, ...)
+        g_rows = g_xs.view(cells // 2, 2, steps * b, 3 * n)
+        w_in_dir = w_in.view(cells // 2, 2, *w_in.shape[1:])
+        inputs_t = inputs.transpose(1, 2)
+        g_w_in = torch.stack([torch.bmm(inputs_t, g_rows[:, d]) for d in (0, 1)], dim=1)
+        g_inputs = None
+        if ctx.needs_input_grad[0]:
+            g_inputs = torch.bmm(g_rows[:, 0], w_in_dir[:, 0].transpose(1, 2))
+            g_inputs.baddbmm_(g_rows[:, 1], w_in_dir[:, 1].transpose(1, 2))
+        return g_inputs, g_w_in.view_as(w_in), carry, g_w_gate, g_w_cand, None, None
 
 
 def bidirectional_sequence(
@@ -292,8 +298,9 @@ def bidirectional_sequence(
     x_t W_in runs inside the loop (no (2K, T, B, 3H) projection is stored).
 
     Args:
-        inputs: (2K, T B, n) each cell's inputs, time-major (rows t B ... t B + B - 1 are step t),
-            contiguous; a column of ones makes the bias a row of w_in (see `cell_inputs`).
+        inputs: (K, T B, n) worker k's inputs, read by both of its cells, time-major (rows
+            t B ... t B + B - 1 are step t), contiguous; a column of ones makes the bias a row of
+            w_in (see `cell_inputs`).
         w_in: (2K, n, 3H) input weights (bias row included).
         h0: (2K, B, H) initial states.
         w_gate: (2K, H, 2H), w_cand: (2K, H, H) recurrent weights.

@@ -276,8 +276,9 @@ struct Cell {
 }  // namespace
 
 // Without w_in (empty), xs (K, B, T, 3H) are the projected inputs. With w_in (K, n, 3H), xs are
-// the inputs themselves, (K, T B, n) time-major and contiguous, projected step by step inside the
-// loop into a cache-warm block (x_t W_in, the bias a row of W_in against a column of ones): no
+// the inputs themselves, time-major and contiguous, (K, T B, n), or (K / 2, T B, n) when
+// bidirectional (both cells of a worker read its rows), projected step by step inside the loop
+// into a cache-warm block (x_t W_in, the bias a row of W_in against a column of ones): no
 // (K, T, B, 3H) projection is written to memory and read back.
 void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at::Tensor& w_gate,
                           const at::Tensor& w_cand, double clip, const at::Tensor& states,
@@ -289,7 +290,8 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
   const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1, H = tape.states.n;
   if (project) {
     check_contiguous_float(xs, "xs");
-    TORCH_CHECK(xs.dim() == 3 && xs.size(0) == K && xs.size(1) == T * B, "xs: expected (K, T B, n)");
+    TORCH_CHECK(xs.dim() == 3 && xs.size(0) == (bidirectional ? K / 2 : K) && xs.size(1) == T * B,
+                "xs: expected (K, T B, n), or (K / 2, T B, n) when bidirectional");
     TORCH_CHECK(w_in.dim() == 3 && w_in.size(1) == xs.size(2) && w_in.size(2) == 3 * H,
                 "w_in: expected (K, n, 3H)");
   }
@@ -304,7 +306,7 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = cell.time(s, T);
       if (project) {
-        const float* rows = inputs + (k * T * B + t * B + b0) * n_in;
+        const float* rows = inputs + (cell.worker * T * B + t * B + b0) * n_in;
         mm(R, 3 * H, n_in, rows, n_in, wi.of(k), 3 * H, 0.0f, block.data(), 3 * H);
         tape.forward(g, t, k, b0, R, block.data(), 3 * H, cell.reverse);
       } else {
