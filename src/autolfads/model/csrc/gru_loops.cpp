@@ -292,7 +292,8 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
     check_contiguous_float(xs, "xs");
     TORCH_CHECK(xs.dim() == 3 && xs.size(0) == (bidirectional ? K / 2 : K) && xs.size(1) == T * B,
                 "xs: expected (K, T B, n), or (K / 2, T B, n) when bidirectional");
-    TORCH_CHECK(w_in.dim() == 3 && w_in.size(1) == xs.size(2) && w_in.size(2) == 3 * H,
+    TORCH_CHECK(w_in.dim() == 3 && w_in.size(0) == K && w_in.size(1) == xs.size(2) &&
+                    w_in.size(2) == 3 * H,
                 "w_in: expected (K, n, 3H)");
   }
   const Seq x(project ? states : xs, "xs");  // (states: a stand-in, never read)
