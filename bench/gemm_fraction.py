@@ -118,6 +118,40 @@ class StepJob:
 
 
 # ----------------------------------------------------------------- FLOPs
+def forward_macs(size: str) -> dict[str, int]:
+    """Multiply-adds of one forward pass of one worker of model `size`, by part (B trials, T bins).
+
+    "data_projections": the encoders' input projections of the data (both directions of both
+    encoders); "recurrences": the encoders' recurrences (both directions of both encoders) and
+    the controller-generator loop's products; "other": every other product of the network.
+    """
+    s = pop.SIZES[size]
+    b, t, n = s["batch"], s["T"], s["N"]
+    e_ic, e_ci, c, u = s["ic_enc_dim"], s["ci_enc_dim"], s["con_dim"], s["co_dim"]
+    ic, g, f = s["ic_dim"], s["gen_dim"], s["fac_dim"]
+    loop_step = (
+        g * 3 * c + 3 * c * c + c * 2 * u + u * 3 * g + 3 * g * g
+    )  # fb, con, co, co->gen, gen
+    recurrences = (
+        2 * t * b * 3 * e_ic**2  # IC encoder recurrence, both directions
+        + 2 * t * b * 3 * e_ci**2  # controller-input encoder recurrence, both directions
+        + t * b * loop_step  # controller-generator loop
+    )
+    other = (
+        b * 2 * e_ic * 2 * ic  # IC posterior
+        + b * ic * g  # IC -> initial generator state
+        + b * t * 2 * e_ci * 3 * c  # controller input projection
+        + g * f * 3 * c  # factors -> controller weights folded into one (G, 3C) map
+        + b * t * g * f  # factors
+        + b * t * f * n  # read-out
+    )
+    return {
+        "data_projections": 2 * b * t * n * 3 * (e_ic + e_ci),
+        "recurrences": recurrences,
+        "other": other,
+    }
+
+
 def hand_count_flops(size: str, k: int) -> int:
     """Matmul FLOPs of one training step of K workers of model `size`, by hand (the counter's check).
 
@@ -126,27 +160,8 @@ def hand_count_flops(size: str, k: int) -> int:
     wrt its input and wrt its weight), except the encoders' input projections, whose input is data
     (weight gradient only). The optimiser has no matmuls.
     """
-    s = pop.SIZES[size]
-    b, t, n = s["batch"], s["T"], s["N"]
-    e_ic, e_ci, c, u = s["ic_enc_dim"], s["ci_enc_dim"], s["con_dim"], s["co_dim"]
-    ic, g, f = s["ic_dim"], s["gen_dim"], s["fac_dim"]
-    # multiply-adds of one forward pass, per worker
-    data_projections = 2 * b * t * n * 3 * (e_ic + e_ci)  # both directions of both encoders
-    loop_step = (
-        g * 3 * c + 3 * c * c + c * 2 * u + u * 3 * g + 3 * g * g
-    )  # fb, con, co, co->gen, gen
-    other = (
-        2 * t * b * 3 * e_ic**2  # IC encoder recurrence, both directions
-        + b * 2 * e_ic * 2 * ic  # IC posterior
-        + b * ic * g  # IC -> initial generator state
-        + 2 * t * b * 3 * e_ci**2  # controller-input encoder recurrence, both directions
-        + b * t * 2 * e_ci * 3 * c  # controller input projection
-        + g * f * 3 * c  # factors -> controller weights folded into one (G, 3C) map
-        + t * b * loop_step  # controller-generator loop
-        + b * t * g * f  # factors
-        + b * t * f * n  # read-out
-    )
-    return 2 * k * (2 * data_projections + 3 * other)
+    m = forward_macs(size)
+    return 2 * k * (2 * m["data_projections"] + 3 * (m["recurrences"] + m["other"]))
 
 
 def hand_count_loop_flops(size: str, k: int) -> int:
@@ -160,13 +175,8 @@ def hand_count_loop_flops(size: str, k: int) -> int:
     Not counted here: every weight gradient (one matmul each over all steps, in ATen, after the
     loops), the factors and the read-out.
     """
-    s = pop.SIZES[size]
-    b, t, n = s["batch"], s["T"], s["N"]
-    e_ic, e_ci, c, u, g = s["ic_enc_dim"], s["ci_enc_dim"], s["con_dim"], s["co_dim"], s["gen_dim"]
-    loop_step = g * 3 * c + 3 * c * c + c * 2 * u + u * 3 * g + 3 * g * g
-    per_worker = 2 * t * b * 3 * (e_ic**2 + e_ci**2) + t * b * loop_step  # multiply-adds, forward
-    data_projections = 2 * b * t * n * 3 * (e_ic + e_ci)  # both directions of both encoders
-    return 2 * k * (2 * per_worker + data_projections)
+    m = forward_macs(size)
+    return 2 * k * (2 * m["recurrences"] + m["data_projections"])
 
 
 LOOP_KERNELS = (
