@@ -25,6 +25,7 @@
 using autolfads::check_contiguous_float;
 using autolfads::fast_exp;
 using autolfads::for_worker_stretches;
+using autolfads::Rows;
 
 namespace {
 
@@ -287,21 +288,6 @@ void masked_copy(int64_t n, const float* __restrict__ src, float* __restrict__ d
     else dst[j] = src[j];
   }
 }
-
-// A (K, B, T, n) float32 CPU tensor read through its strides (unit last stride): rows (k, b, t).
-struct Rows {
-  const float* p;
-  int64_t K, B, T, n, sk, sb, st;
-  Rows(const at::Tensor& x, const char* name) {
-    TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu() && x.dim() == 4 &&
-                    (x.stride(3) == 1 || x.size(3) <= 1),
-                name, ": expected a float32 CPU (K, B, T, n) tensor with unit last stride");
-    p = x.data_ptr<float>();
-    K = x.size(0), B = x.size(1), T = x.size(2), n = x.size(3);
-    sk = x.stride(0), sb = x.stride(1), st = x.stride(2);
-  }
-  const float* at(int64_t k, int64_t b, int64_t t) const { return p + k * sk + b * sb + t * st; }
-};
 
 // The checked lag and per-worker keep values of lag_dropout_* for K workers.
 WorkerKeep lag_keep(const at::Tensor& rate, int64_t K, int64_t lag) {

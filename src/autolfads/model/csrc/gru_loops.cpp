@@ -35,6 +35,7 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
                        const int* ldc);
 
 using autolfads::check_contiguous_float;
+using autolfads::Rows;
 using autolfads::fast_exp;
 using autolfads::sigmoid;
 using autolfads::tanh_;
@@ -56,20 +57,6 @@ void mm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const floa
 
 // ---------------------------------------------------------------------------------------------
 // Tensor access.
-
-// A batch-major (K, B, T, n) view with unit stride in its last dim: row (k, b, t) -> pointer.
-struct Seq {
-  float* data;
-  int64_t sk, sb, st;
-  Seq(const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu() && t.dim() == 4 &&
-                    t.stride(3) == 1,
-                name, ": expected a float32 CPU (K, B, T, n) tensor with unit last stride");
-    data = t.data_ptr<float>();
-    sk = t.stride(0), sb = t.stride(1), st = t.stride(2);
-  }
-  float* at(int64_t k, int64_t b, int64_t t) const { return data + k * sk + b * sb + t * st; }
-};
 
 // A tape buffer (K, T, B, n), contiguous: row (t, k, b) -> pointer.
 struct Tape {
@@ -296,7 +283,7 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
                     w_in.size(2) == 3 * H,
                 "w_in: expected (K, n, 3H)");
   }
-  const Seq x(project ? states : xs, "xs");  // (states: a stand-in, never read)
+  const Rows x(project ? states : xs, "xs");  // (states: a stand-in, never read)
   const Weights wi(project ? w_in : w_gate, "w_in");
   const int64_t n_in = project ? xs.size(2) : 0;
   const float* inputs = project ? xs.data_ptr<float>() : nullptr;
@@ -327,7 +314,7 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
                                  const at::Tensor& states, const at::Tensor& ru,
                                  const at::Tensor& rh, const at::Tensor& cand,
                                  const at::Tensor& g_xs, bool bidirectional) {
-  const Seq gs_fwd(g_fwd, "g_fwd"), gs_bwd(bidirectional ? g_bwd : g_fwd, "g_bwd");
+  const Rows gs_fwd(g_fwd, "g_fwd"), gs_bwd(bidirectional ? g_bwd : g_fwd, "g_bwd");
   const at::Tensor w_gate_t = transposed(w_gate), w_cand_t = transposed(w_cand);
   const Weights wg(w_gate_t, "w_gate"), wc(w_cand_t, "w_cand");
   const GruTape tape(states, ru, rh, cand);
@@ -342,7 +329,7 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
   for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
-    const Seq& gs = cell.reverse ? gs_bwd : gs_fwd;
+    const Rows& gs = cell.reverse ? gs_bwd : gs_fwd;
     std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = cell.time(s, T);
@@ -436,10 +423,10 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
                         const at::Tensor& dropped) {
   const LoopWeights w(weights);
   const LoopTapes tp(con_tape, gen_tape, raw, us);
-  const Seq cx(con_x, "con_x"), gx(gen_x, "gen_x");
+  const Rows cx(con_x, "con_x"), gx(gen_x, "gen_x");
   const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
   TORCH_CHECK(!has_masks || dropped.numel() > 0, "dropped: needed with masks");
-  const Seq mk(has_masks ? masks : gen_x, "masks"), nz(has_noise ? noise : gen_x, "noise");
+  const Rows mk(has_masks ? masks : gen_x, "masks"), nz(has_noise ? noise : gen_x, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
   const Tape dr(has_masks ? dropped : gen_tape.at(0), "dropped");
   const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
@@ -519,10 +506,10 @@ std::vector<at::Tensor> controlled_backward(
   const bool has_g_con = g_con.numel() > 0, has_g_raw = g_raw.numel() > 0;
   const bool has_g_u = g_u.numel() > 0;
   const at::Tensor& any4d = g_gen_x;  // stands in for absent tensors (never read)
-  const Seq gg(has_g_gen ? g_gen : any4d, "g_gen"), gd(has_g_dropped ? g_dropped : any4d, "g_dropped");
-  const Seq gc(has_g_con ? g_con : any4d, "g_con"), graw(has_g_raw ? g_raw : any4d, "g_raw");
-  const Seq gu(has_g_u ? g_u : any4d, "g_u");
-  const Seq mk(has_masks ? masks : any4d, "masks"), nz(has_noise ? noise : any4d, "noise");
+  const Rows gg(has_g_gen ? g_gen : any4d, "g_gen"), gd(has_g_dropped ? g_dropped : any4d, "g_dropped");
+  const Rows gc(has_g_con ? g_con : any4d, "g_con"), graw(has_g_raw ? g_raw : any4d, "g_raw");
+  const Rows gu(has_g_u ? g_u : any4d, "g_u");
+  const Rows mk(has_masks ? masks : any4d, "masks"), nz(has_noise ? noise : any4d, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
   const Tape ggx(g_gen_x, "g_gen_x"), gcx(g_con_x, "g_con_x"), graws(g_raws, "g_raws");
   const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
