@@ -168,15 +168,16 @@ def hand_count_loop_flops(size: str, k: int) -> int:
     """Matmul FLOPs of the recurrent loops alone in one training step of K workers of model `size`.
 
     The products the C++ loops compute inside their time loops: the encoders' recurrences (both
-    directions of both encoders) and every product of the controller-generator step, forward and
-    their input gradients in the backward (the same FLOPs again), and (since session 7) the
-    encoders' input projections of the data, forward only (their step's rows are projected inside
-    the forward loop; counted, as in `hand_count_flops`, without the bias column's multiply-adds).
-    Not counted here: every weight gradient (one matmul each over all steps, in ATen, after the
-    loops), the factors and the read-out.
+    directions of both encoders) and every product of the controller-generator step, forward, and
+    in the backward their input gradients and (since session 8) their weight gradients, each step's
+    share added inside the backward loop (twice the forward FLOPs in all); and (since session 7)
+    the encoders' input projections of the data, forward and (since session 8) their weight
+    gradients in the backward (counted, as in `hand_count_flops`, without the bias column's
+    multiply-adds). Not counted here: the factors, the read-out and the other products outside
+    the recurrences.
     """
     m = forward_macs(size)
-    return 2 * k * (2 * m["recurrences"] + m["data_projections"])
+    return 2 * k * (3 * m["recurrences"] + 2 * m["data_projections"])
 
 
 LOOP_KERNELS = (
@@ -500,8 +501,9 @@ def write_report(
             markdown_table(rows),
             "Fraction of GEMM rate = achieved GFLOP/s / the all-core GEMM rate above (for (c): both "
             "processes together). FLOPs count matmuls only. Loops: the C++ recurrent loops alone "
-            "(encoders' recurrences and the controller-generator step, forward and backward, and "
-            "the encoders' input projections, forward, done inside the loop; "
+            "(encoders' recurrences and the controller-generator step, forward and backward with "
+            "their weight gradients, and the encoders' input projections and their weight "
+            "gradients, all done inside the loops; "
             "hand-counted FLOPs over the time inside those calls, summed over the processes), "
             "their mean share of the wall time, and that rate over the all-core GEMM rate.",
             flop_check_text(rows),

@@ -13,9 +13,10 @@ Per step t (K workers, B trials; C controller units, G generator units, U inferr
 d_t also feeds the factors, so the loop returns it (the dropout of the states costs no extra pass).
 
 Autograd would record ~30 nodes per step and replay them one by one; here the forward loop records
-nothing, the backward loop runs the per-step chain rule by hand, and every weight gradient is one
-matmul over all T steps afterwards. For float32 on the CPU both loops run whole in C++ on the same
-tapes (`controlled_forward` / `controlled_backward` of `autolfads.model.fused`);
+nothing and the backward loop runs the per-step chain rule by hand. On the PyTorch path every
+weight gradient is one matmul over all T steps afterwards; for float32 on the CPU both loops run
+whole in C++ on the same tapes, and the backward adds each step's share of every weight gradient
+while the step's rows are in cache (no per-step input gradients are stored for a later pass) (`controlled_forward` / `controlled_backward` of `autolfads.model.fused`);
 `_python_forward` / `_python_backward` are the PyTorch path (CUDA, float64, no compiler).
 `controlled_generator_reference` is the same recurrence in plain autograd, kept as the oracle for
 tests.
@@ -211,13 +212,11 @@ class _ControlledGenerator(torch.autograd.Function):
         masks = masks if ctx.has_masks else None
         noise = noise if std is not None else None  # saved as an empty tensor when absent
         k, steps, b, n_u = us.shape
-        g_gen_x = us.new_empty(k, steps, b, 3 * gen.n)
+        # d/d(gen_x) per row and step is needed only when gen_x is not one shared row
+        g_gen_x = None if ctx.gen_x_shared else us.new_empty(k, steps, b, 3 * gen.n)
         g_con_x = us.new_empty(k, steps, b, 3 * con.n)
-        # the C++ loop writes every element; the PyTorch path relies on the zeros
-        allocate = us.new_empty if gen.kernels is not None else us.new_zeros
-        g_raws = allocate(k, steps, b, 2 * n_u)
-        if gen.kernels is not None:  # the whole loop in C++
-            carry_g, carry_c, sums = gen.kernels.controlled_backward(
+        if gen.kernels is not None:  # the whole loop in C++, weight gradients summed inside it
+            carry_g, carry_c, *partials = gen.kernels.controlled_backward(
                 *(_or_empty(g) for g in (g_gen, g_dropped, g_con, g_raw, g_u)),
                 _or_empty(masks),
                 _or_empty(noise),
@@ -228,11 +227,17 @@ class _ControlledGenerator(torch.autograd.Function):
                 raw,
                 us,
                 _or_empty(std),
-                g_gen_x,
+                dropped,
+                _or_empty(g_gen_x),
                 g_con_x,
-                g_raws,
             )
+            g_fb, g_con_gate, g_con_cand, g_co_w, g_co_b, sums, g_gen_gate, g_gen_cand = (
+                p.sum(dim=1) for p in partials  # over the loop's row blocks
+            )
+            g_co_b = g_co_b.squeeze(1)
         else:
+            g_gen_x = g_gen_x if g_gen_x is not None else us.new_empty(k, steps, b, 3 * gen.n)
+            g_raws = us.new_zeros(k, steps, b, 2 * n_u)  # the PyTorch path relies on the zeros
             carry_g, carry_c = _python_backward(
                 con,
                 gen,
@@ -247,20 +252,22 @@ class _ControlledGenerator(torch.autograd.Function):
             )
             # [u_t, 1]^T d/d(gen_in_t) summed over steps and rows, as the C++ loop returns it
             us_and_one = torch.cat([us, us.new_ones(()).expand(*us.shape[:-1], 1)], dim=-1)
-            sums = time_sum(us_and_one, g_gen_x).unsqueeze(1)
-        sums = sums.sum(dim=1)  # (K, U + 1, 3G): over the C++ loop's row blocks
+            sums = time_sum(us_and_one, g_gen_x)
+            g_con_gate, g_con_cand = con.weight_grads(g_con_x)
+            g_gen_gate, g_gen_cand = gen.weight_grads(g_gen_x)
+            g_fb = time_sum(dropped[:, :steps], g_con_x)
+            g_co_w = time_sum(con.states[:, 1:], g_raws)
+            g_co_b = g_raws.sum(dim=(1, 2))
         if ctx.gen_x_shared:
             g_gen_input = sums[:, n_u].view(k, 1, 1, -1)
         else:
             g_gen_input = g_gen_x.transpose(1, 2)
-        g_con_gate, g_con_cand = con.weight_grads(g_con_x)
-        g_gen_gate, g_gen_cand = gen.weight_grads(g_gen_x)
         grads_w = (
-            time_sum(dropped[:, :steps], g_con_x),
+            g_fb,
             g_con_gate,
             g_con_cand,
-            time_sum(con.states[:, 1:], g_raws),
-            g_raws.sum(dim=(1, 2)),
+            g_co_w,
+            g_co_b,
             sums[:, :n_u],
             g_gen_gate,
             g_gen_cand,

@@ -8,7 +8,8 @@ Notation (per worker k, batch rows b; H hidden units):
 
 `GRUTape` records a run time-major and does the chain rule of one step by hand; `gru_sequence` uses it
 for a whole sequence whose inputs are known in advance (encoders): its forward loop builds no autograd
-graph and its backward computes the weight gradients with one matmul over all steps. `gru_step` is a
+graph and its backward computes the weight gradients with one matmul over all steps (in the C++
+loops, step by step inside the backward loop, from cache-warm rows). `gru_step` is a
 sequence of one step (`ClippedGRUCell.step`); the controller-generator loop drives two tapes itself
 (`generator_loop.py`). `gru_step_reference` is the plain autograd form, kept as the oracle for tests.
 """
@@ -113,27 +114,31 @@ class GRUTape:
 
     def run_sequence_backward(
         self, g_states: Tensor, w_gate: Tensor, w_cand: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """From d/d(states) (K, B, T, H): d/d(projected inputs) (K, T, B, 3H) and d/dh0 (K, B, H)."""
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """From d/d(states) (K, B, T, H): d/d(projected inputs) (K, T, B, 3H), d/dh0 (K, B, H) and
+        the gradients of w_gate and w_cand."""
         k, steps, b, n = self.rh.shape
         g_xs = g_states.new_empty(k, steps, b, 3 * n)
-        if self.kernels is not None:
-            carry = self.kernels.gru_sequence_backward(
+        if self.kernels is not None:  # weight gradients summed inside the loop
+            carry, g_w_gate, g_w_cand, _ = self.kernels.gru_sequence_backward(
                 last_dim_contiguous(g_states),
+                torch.empty(0),
+                torch.empty(0),
                 torch.empty(0),
                 w_gate,
                 w_cand,
                 self.clip,
                 *self.buffers(),
                 g_xs,
+                torch.empty(0),
                 False,
             )
-            return g_xs, carry
+            return g_xs, carry, g_w_gate.sum(dim=1), g_w_cand.sum(dim=1)
         w_gate_t, w_cand_t = w_gate.transpose(1, 2), w_cand.transpose(1, 2)
         carry = g_states.new_zeros(k, b, n)
         for t in range(steps - 1, -1, -1):
             carry = self.backward_step(t, g_states[:, :, t] + carry, g_xs[:, t], w_gate_t, w_cand_t)
-        return g_xs, carry
+        return g_xs, carry, *self.weight_grads(g_xs)
 
     def step(self, t: int, x: Tensor, w_gate: Tensor, w_cand: Tensor) -> Tensor:
         """State after step t from the projected input x (K, B, 3H); returns states[:, t + 1]."""
@@ -207,8 +212,7 @@ class _GRUSequence(torch.autograd.Function):
     def backward(ctx, g_states):  # type: ignore[override]
         tape: GRUTape = ctx.tape
         w_gate, w_cand = ctx.saved_tensors
-        g_xs, carry = tape.run_sequence_backward(g_states, w_gate, w_cand)
-        g_w_gate, g_w_cand = tape.weight_grads(g_xs)
+        g_xs, carry, g_w_gate, g_w_cand = tape.run_sequence_backward(g_states, w_gate, w_cand)
         return g_xs.transpose(1, 2), carry, g_w_gate, g_w_cand, None
 
 
@@ -248,38 +252,27 @@ class _BidirectionalSequence(torch.autograd.Function):
         cells, steps, b, n = tape.rh.shape
         if ctx.final_only:  # (K, B, 1, H): the C++ loop adds them at each cell's last step only
             g_fwd, g_bwd = g_fwd.unsqueeze(2), g_bwd.unsqueeze(2)
-        g_xs = g_fwd.new_empty(cells, steps, b, 3 * n)
-        carry = tape.kernels.gru_sequence_backward(
+        # the weight gradients are summed inside the C++ loop, the inputs' (if needed) written
+        # per cell there: no (2K, T, B, 3H) gradient of the projected inputs is stored
+        g_cells = inputs.new_empty(cells, *inputs.shape[1:]) if ctx.needs_input_grad[0] else None
+        carry, g_w_gate, g_w_cand, g_w_in = tape.kernels.gru_sequence_backward(
             last_dim_contiguous(g_fwd),
             last_dim_contiguous(g_bwd),
+            inputs,
+            w_in,
             w_gate,
             w_cand,
             tape.clip,
             *tape.buffers(),
-            g_xs,
+            torch.empty(0),
+            g_cells if g_cells is not None else torch.empty(0),
             True,
         )
-        # each step's input state: slot t for the forward cells, slot t + 1 for the reverse ones
-        states = tape.states.view(cells // 2, 2, steps + 1, b, n)
-        g_x = g_xs.view(cells // 2, 2, steps, b, 3 * n)
-        g_w_gate = torch.stack(
-            [
-                time_sum(states[:, 0, :-1], g_x[:, 0, ..., : 2 * n]),
-                time_sum(states[:, 1, 1:], g_x[:, 1, ..., : 2 * n]),
-            ],
-            dim=1,
-        ).view(cells, n, 2 * n)
-        g_w_cand = time_sum(tape.rh, g_xs[..., 2 * n :])
-        # both cells of a worker read its inputs: direction d's gradients are rows d of (K, 2, ...)
-        g_rows = g_xs.view(cells // 2, 2, steps * b, 3 * n)
-        w_in_dir = w_in.view(cells // 2, 2, *w_in.shape[1:])
-        inputs_t = inputs.transpose(1, 2)
-        g_w_in = torch.stack([torch.bmm(inputs_t, g_rows[:, d]) for d in (0, 1)], dim=1)
-        g_inputs = None
-        if ctx.needs_input_grad[0]:
-            g_inputs = torch.bmm(g_rows[:, 0], w_in_dir[:, 0].transpose(1, 2))
-            g_inputs.baddbmm_(g_rows[:, 1], w_in_dir[:, 1].transpose(1, 2))
-        return g_inputs, g_w_in.view_as(w_in), carry, g_w_gate, g_w_cand, None, None
+        g_w_gate, g_w_cand, g_w_in = (p.sum(dim=1) for p in (g_w_gate, g_w_cand, g_w_in))
+        g_inputs = None  # a worker's inputs feed both its cells
+        if g_cells is not None:
+            g_inputs = g_cells.view(cells // 2, 2, *inputs.shape[1:]).sum(dim=1)
+        return g_inputs, g_w_in, carry, g_w_gate, g_w_cand, None, None
 
 
 def bidirectional_sequence(

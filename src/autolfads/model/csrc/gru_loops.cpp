@@ -55,6 +55,17 @@ void mm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const floa
   sgemm_("N", "N", &M, &N, &K, &one, b, &LDA, a, &LDB, &beta, c, &LDC);  // column-major C^T = B^T A^T
 }
 
+// acc (I x J, row-major, contiguous) += a^T b, a (R x I, row stride lda), b (R x J, row stride
+// ldb): one step's share of a weight gradient, sum over rows of a_i^T b_i, taken while the step's
+// rows are in cache (backpropagation through time accumulates weight gradients step by step).
+void add_outer(int64_t R, int64_t I, int64_t J, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float* acc) {
+  const int M = static_cast<int>(J), N = static_cast<int>(I), K = static_cast<int>(R);
+  const int LDA = static_cast<int>(ldb), LDB = static_cast<int>(lda), LDC = static_cast<int>(J);
+  const float one = 1.0f;
+  sgemm_("N", "T", &M, &N, &K, &one, b, &LDA, a, &LDB, &one, acc, &LDC);  // acc^T += b^T a
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor access.
 
@@ -103,6 +114,22 @@ struct Items {
   int64_t worker(int64_t i) const { return i / per_worker; }
   int64_t first(int64_t i) const { return (i % per_worker) * block; }
   int64_t size(int64_t i) const { return std::min(block, rows - first(i)); }
+};
+
+// Per-row-block partial sums of a weight gradient (I x J): (K, P, I, J) zeros, P = the row blocks
+// per worker; the item of worker k whose rows start at b0 adds into its own block, so that items
+// never share one, and the caller sums over P.
+struct Partials {
+  at::Tensor sums;
+  float* data;
+  int64_t per_worker, block, size;
+  Partials(const Items& items, int64_t rows, int64_t cols, const at::TensorOptions& options)
+      : sums(at::zeros({items.workers, items.per_worker, rows, cols}, options)),
+        data(sums.data_ptr<float>()),
+        per_worker(items.per_worker),
+        block(items.block),
+        size(rows * cols) {}
+  float* of(int64_t k, int64_t b0) const { return data + (k * per_worker + b0 / block) * size; }
 };
 
 // Flushes subnormal floats to zero on this thread while in scope. Saturated gates (sigmoid near
@@ -304,35 +331,63 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
   });
 }
 
-// d/d(states) -> d/d(projected inputs) into g_xs (K, T, B, 3H); returns d/dh0 (K, B, H). The
-// incoming gradients are in time order: of the forward cells' states in g_fwd ((K, B, T, H), or
-// (K / 2, B, T, H) when bidirectional) and of the reverse cells' in g_bwd (K / 2, B, T, H; unused
-// when unidirectional). With a time dim of 1 instead of T they are of each cell's final state
-// only (after its last step: t = T - 1, or t = 0 for a reverse cell).
-at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bwd,
-                                 const at::Tensor& w_gate, const at::Tensor& w_cand, double clip,
-                                 const at::Tensor& states, const at::Tensor& ru,
-                                 const at::Tensor& rh, const at::Tensor& cand,
-                                 const at::Tensor& g_xs, bool bidirectional) {
+// The chain rule of `gru_sequence_forward`, with the weight gradients accumulated step by step
+// inside the loop. The incoming gradients are in time order: of the forward cells' states in
+// g_fwd ((K, B, T, H), or (K / 2, B, T, H) when bidirectional) and of the reverse cells' in g_bwd
+// (K / 2, B, T, H; unused when unidirectional). With a time dim of 1 instead of T they are of each
+// cell's final state only (after its last step: t = T - 1, or t = 0 for a reverse cell).
+// xs and w_in are the forward's: with w_in, the inputs' own gradient (if g_inputs is not empty)
+// is written per cell into g_inputs (K, T B, n) (time-major, as xs; the caller sums a worker's
+// two cells), and W_in's gradient is accumulated. g_xs (K, T, B, 3H), unless empty, gets
+// d/d(projected inputs). Returns [d/dh0 (K, B, H), then partial sums (K, P, rows, cols) over the P
+// row blocks of each worker (the caller sums over P) of the gradients of w_gate, w_cand and, with
+// w_in, of w_in].
+std::vector<at::Tensor> gru_sequence_backward(
+    const at::Tensor& g_fwd, const at::Tensor& g_bwd, const at::Tensor& xs, const at::Tensor& w_in,
+    const at::Tensor& w_gate, const at::Tensor& w_cand, double clip, const at::Tensor& states,
+    const at::Tensor& ru, const at::Tensor& rh, const at::Tensor& cand, const at::Tensor& g_xs,
+    const at::Tensor& g_inputs, bool bidirectional) {
   const Rows gs_fwd(g_fwd, "g_fwd"), gs_bwd(bidirectional ? g_bwd : g_fwd, "g_bwd");
   const at::Tensor w_gate_t = transposed(w_gate), w_cand_t = transposed(w_cand);
   const Weights wg(w_gate_t, "w_gate"), wc(w_cand_t, "w_cand");
   const GruTape tape(states, ru, rh, cand);
-  const Tape gx(g_xs, "g_xs");
+  const bool project = w_in.numel() > 0, keep_g_xs = g_xs.numel() > 0;
+  const bool input_grads = project && g_inputs.numel() > 0;
+  const Tape gx(keep_g_xs ? g_xs : states, "g_xs");
   const int64_t K = tape.states.K, B = tape.states.B, H = tape.states.n;
   const int64_t T = tape.states.T - 1;
   const bool final_only = g_fwd.size(2) == 1 && T > 1;
   TORCH_CHECK(final_only || g_fwd.size(2) == T, "g_fwd: expected T or 1 steps");
   TORCH_CHECK(!bidirectional || g_bwd.size(2) == g_fwd.size(2), "g_bwd: expected g_fwd's steps");
+  const int64_t n_in = project ? xs.size(2) : 0;
+  if (project) {
+    check_contiguous_float(xs, "xs");
+    TORCH_CHECK(w_in.dim() == 3 && w_in.size(0) == K && w_in.size(2) == 3 * H &&
+                    w_in.size(1) == n_in && xs.size(1) == T * B,
+                "w_in, xs: expected (K, n, 3H) and (K or K / 2, T B, n)");
+  }
+  if (input_grads) {
+    check_contiguous_float(g_inputs, "g_inputs");
+    TORCH_CHECK(g_inputs.dim() == 3 && g_inputs.size(0) == K && g_inputs.size(1) == T * B &&
+                    g_inputs.size(2) == n_in,
+                "g_inputs: expected (K, T B, n)");
+  }
+  const at::Tensor w_in_t = input_grads ? transposed(w_in) : w_in;
+  const Weights wi_t(input_grads ? w_in_t : w_gate, "w_in");
+  const float* inputs = project ? xs.data_ptr<float>() : nullptr;
+  float* g_in = input_grads ? g_inputs.data_ptr<float>() : nullptr;
   at::Tensor carry_out = at::empty({K, B, H}, states.options());
   const Tape carry_rows(carry_out.unsqueeze(1), "carry");
-  for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
+  const Items items(K, B);
+  const Partials g_gate(items, H, 2 * H, states.options()), g_cand(items, H, H, states.options());
+  const Partials g_w_in(items, project ? n_in : 0, 3 * H, states.options());
+  for_items(items, [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
     const Rows& gs = cell.reverse ? gs_bwd : gs_fwd;
-    std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H);
+    std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H), block(keep_g_xs ? 0 : R * 3 * H);
     for (int64_t s = T - 1; s >= 0; --s) {
-      const int64_t t = cell.time(s, T);
+      const int64_t t = cell.time(s, T), from = cell.reverse ? t + 1 : t;
       if (final_only && s < T - 1) {
         std::copy(gh.begin(), gh.end(), gin.begin());  // no gradient from outside after the last step
       } else {
@@ -341,12 +396,22 @@ at::Tensor gru_sequence_backward(const at::Tensor& g_fwd, const at::Tensor& g_bw
           for (int64_t j = 0; j < H; ++j) gin[i * H + j] = src[j] + gh[i * H + j];
         }
       }
-      tape.backward(g, t, k, b0, R, gin.data(), gx.at(t, k, b0), gx.n, gh.data(), grh.data(),
-                    cell.reverse);
+      float* gxt = keep_g_xs ? gx.at(t, k, b0) : block.data();
+      tape.backward(g, t, k, b0, R, gin.data(), gxt, 3 * H, gh.data(), grh.data(), cell.reverse);
+      add_outer(R, H, 2 * H, tape.states.at(from, k, b0), H, gxt, 3 * H, g_gate.of(k, b0));
+      add_outer(R, H, H, tape.rh.at(t, k, b0), H, gxt + 2 * H, 3 * H, g_cand.of(k, b0));
+      if (project) {
+        const int64_t row = t * B + b0;
+        add_outer(R, n_in, 3 * H, inputs + (cell.worker * T * B + row) * n_in, n_in, gxt, 3 * H,
+                  g_w_in.of(k, b0));
+        if (input_grads)
+          mm(R, n_in, 3 * H, gxt, 3 * H, wi_t.of(k), n_in, 0.0f, g_in + (k * T * B + row) * n_in,
+             n_in);
+      }
     }
     std::memcpy(carry_rows.at(0, k, b0), gh.data(), sizeof(float) * R * H);
   });
-  return carry_out;
+  return {carry_out, g_gate.sums, g_cand.sums, g_w_in.sums};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,42 +548,48 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
   });
 }
 
-// The chain rule backward over the tapes of `controlled_forward` (samples = 1). Incoming
-// gradients, each possibly empty (none): g_gen (K, B, T, G) of the states, g_dropped (K, B, T, G)
-// of the dropped-out states d_t (of the states themselves without masks), g_con (K, B, T, C),
-// g_raw (K, B, T, 2U), g_u (K, B, T, U). Writes g_gen_x (K, T, B, 3G), g_con_x (K, T, B, 3C),
-// g_raws (K, T, B, 2U); returns [d/dg_init (through the recurrence, before m_0), d/dc_0, sums]:
-// sums (K, P, U + 1, 3G) are the per-row-block partial sums over rows and steps of [u_t, 1]^T
-// d/d(gen_in_t), whose sum over P is the gradient of W_ug (rows 0..U-1) and of a generator input
-// the same on every row and step (row U), taken while each step's rows are in cache.
+// The chain rule backward over the tapes of `controlled_forward` (samples = 1), with every weight
+// gradient accumulated step by step inside the loop. Incoming gradients, each possibly empty
+// (none): g_gen (K, B, T, G) of the states, g_dropped (K, B, T, G) of the dropped-out states d_t
+// (of the states themselves without masks), g_con (K, B, T, C), g_raw (K, B, T, 2U), g_u
+// (K, B, T, U). dropped (K, T + 1, B, G) is the fed-back tape of the forward (the states tape
+// without masks). Writes g_con_x (K, T, B, 3C) and, unless empty, g_gen_x (K, T, B, 3G). Returns
+// [d/dg_init (through the recurrence, before m_0), d/dc_0, then the weight gradients as partial
+// sums (K, P, rows, cols) over the P row blocks of each worker (the caller sums over P), in the
+// order of the weights: feedback, con_gate, con_cand, co_weight, co_bias (rows 1), then
+// [u_t, 1]^T d/d(gen_in_t) (U + 1 rows: W_ug's gradient, and in row U that of a generator input
+// the same on every row and step, the bias), gen_gate, gen_cand].
 std::vector<at::Tensor> controlled_backward(
     const at::Tensor& g_gen, const at::Tensor& g_dropped, const at::Tensor& g_con,
     const at::Tensor& g_raw, const at::Tensor& g_u, const at::Tensor& masks, const at::Tensor& noise, double clip,
     const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& con_tape,
     const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw, const at::Tensor& us,
-    const at::Tensor& std_buf, const at::Tensor& g_gen_x, const at::Tensor& g_con_x,
-    const at::Tensor& g_raws) {
+    const at::Tensor& std_buf, const at::Tensor& dropped, const at::Tensor& g_gen_x,
+    const at::Tensor& g_con_x) {
   const std::vector<at::Tensor> weights_t = transposed_weights(weights);
   const LoopWeights w(weights_t);  // every matrix transposed
   const LoopTapes tp(con_tape, gen_tape, raw, us);
   const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
   const bool has_g_gen = g_gen.numel() > 0, has_g_dropped = g_dropped.numel() > 0;
   const bool has_g_con = g_con.numel() > 0, has_g_raw = g_raw.numel() > 0;
-  const bool has_g_u = g_u.numel() > 0;
-  const at::Tensor& any4d = g_gen_x;  // stands in for absent tensors (never read)
+  const bool has_g_u = g_u.numel() > 0, keep_g_gen_x = g_gen_x.numel() > 0;
+  const at::Tensor& any4d = g_con_x;  // stands in for absent tensors (never read)
   const Rows gg(has_g_gen ? g_gen : any4d, "g_gen"), gd(has_g_dropped ? g_dropped : any4d, "g_dropped");
   const Rows gc(has_g_con ? g_con : any4d, "g_con"), graw(has_g_raw ? g_raw : any4d, "g_raw");
   const Rows gu(has_g_u ? g_u : any4d, "g_u");
   const Rows mk(has_masks ? masks : any4d, "masks"), nz(has_noise ? noise : any4d, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
-  const Tape ggx(g_gen_x, "g_gen_x"), gcx(g_con_x, "g_con_x"), graws(g_raws, "g_raws");
+  const Tape dr(dropped, "dropped");
+  const Tape ggx(keep_g_gen_x ? g_gen_x : g_con_x, "g_gen_x"), gcx(g_con_x, "g_con_x");
   const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
   const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
   at::Tensor carry_g_out = at::empty({K, B, G}, raw.options());
   at::Tensor carry_c_out = at::empty({K, B, C}, raw.options());
   const Items items(K, B);
-  at::Tensor sums_out = at::zeros({K, items.per_worker, U + 1, 3 * G}, raw.options());
-  float* sums = sums_out.data_ptr<float>();
+  const Partials g_fb(items, G, 3 * C, raw.options()), g_con_gate(items, C, 2 * C, raw.options()),
+      g_con_cand(items, C, C, raw.options()), g_co_w(items, C, 2 * U, raw.options()),
+      g_co_b(items, 1, 2 * U, raw.options()), g_gen_in(items, U + 1, 3 * G, raw.options()),
+      g_gen_gate(items, G, 2 * G, raw.options()), g_gen_cand(items, G, G, raw.options());
   const Tape carry_g_rows(carry_g_out.unsqueeze(1), "carry_g"),
       carry_c_rows(carry_c_out.unsqueeze(1), "carry_c");
   for_items(items, [&](int64_t k, int64_t b0, int64_t R) {
@@ -526,8 +597,8 @@ std::vector<at::Tensor> controlled_backward(
     const Gru gen = gru_of(w.gen_gate, w.gen_cand, k, clip);
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_to_gen = w.co_to_gen.of(k);
     std::vector<float> carry_g(R * G, 0.0f), carry_c(R * C, 0.0f), gin_g(R * G), gh_g(R * G),
-        grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G), step_sums((U + 1) * 3 * G);
-    float* sum_rows = sums + (k * items.per_worker + b0 / items.block) * (U + 1) * 3 * G;
+        grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G), step_sums((U + 1) * 3 * G),
+        gr(R * 2 * U), gxg_block(keep_g_gen_x ? 0 : R * 3 * G);
     for (int64_t t = T - 1; t >= 0; --t) {
       // d/dg_t = g_gen + g_dropped m_{t+1} + carry
       std::copy(carry_g.begin(), carry_g.end(), gin_g.begin());
@@ -547,18 +618,20 @@ std::vector<at::Tensor> controlled_backward(
           }
         }
       }
-      float* gxg = ggx.at(t, k, b0);
+      float* gxg = keep_g_gen_x ? ggx.at(t, k, b0) : gxg_block.data();
       tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, 3 * G, gh_g.data(), grh_g.data());
-      add_input_sums(R, U, 3 * G, tp.us.at(t, k, b0), gxg, step_sums.data(), sum_rows);
+      add_input_sums(R, U, 3 * G, tp.us.at(t, k, b0), gxg, step_sums.data(), g_gen_in.of(k, b0));
+      add_outer(R, G, 2 * G, tp.gen.states.at(t, k, b0), G, gxg, 3 * G, g_gen_gate.of(k, b0));
+      add_outer(R, G, G, tp.gen.rh.at(t, k, b0), G, gxg + 2 * G, 3 * G, g_gen_cand.of(k, b0));
       // d/du = g_u + d/d(gen_in) W_ug^T; d/dlogvar = d/du * eps * std / 2 inside the clamp.
-      float* gr = graws.at(t, k, b0);
-      std::fill(gr, gr + R * 2 * U, 0.0f);
+      std::fill(gr.begin(), gr.end(), 0.0f);
       if (has_g_u)
         for (int64_t i = 0; i < R; ++i)
-          std::memcpy(gr + i * 2 * U, gu.at(k, b0 + i, t), sizeof(float) * U);
-      mm(R, U, 3 * G, gxg, 3 * G, co_to_gen, U, 1.0f, gr, 2 * U);
+          std::memcpy(&gr[i * 2 * U], gu.at(k, b0 + i, t), sizeof(float) * U);
+      mm(R, U, 3 * G, gxg, 3 * G, co_to_gen, U, 1.0f, gr.data(), 2 * U);
+      float* co_b_sum = g_co_b.of(k, b0);
       for (int64_t i = 0; i < R; ++i) {
-        float* gri = gr + i * 2 * U;
+        float* gri = &gr[i * 2 * U];
         if (has_noise) {
           const float* eps = nz.at(k, b0 + i, t);
           const float* si = sd.at(t, k, b0 + i);
@@ -573,7 +646,9 @@ std::vector<at::Tensor> controlled_backward(
           const float* gi = graw.at(k, b0 + i, t);
           for (int64_t j = 0; j < 2 * U; ++j) gri[j] += gi[j];
         }
+        axpy(2 * U, 1.0f, gri, co_b_sum);
       }
+      add_outer(R, C, 2 * U, tp.con.states.at(t + 1, k, b0), C, gr.data(), 2 * U, g_co_w.of(k, b0));
       // d/dc = g_con + d/draw W_co^T + carry
       std::copy(carry_c.begin(), carry_c.end(), gin_c.begin());
       if (has_g_con)
@@ -581,9 +656,12 @@ std::vector<at::Tensor> controlled_backward(
           const float* src = gc.at(k, b0 + i, t);
           for (int64_t j = 0; j < C; ++j) gin_c[i * C + j] += src[j];
         }
-      mm(R, C, 2 * U, gr, 2 * U, co_w, C, 1.0f, gin_c.data(), C);
+      mm(R, C, 2 * U, gr.data(), 2 * U, co_w, C, 1.0f, gin_c.data(), C);
       float* gxc = gcx.at(t, k, b0);
       tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, 3 * C, carry_c.data(), grh_c.data());
+      add_outer(R, C, 2 * C, tp.con.states.at(t, k, b0), C, gxc, 3 * C, g_con_gate.of(k, b0));
+      add_outer(R, C, C, tp.con.rh.at(t, k, b0), C, gxc + 2 * C, 3 * C, g_con_cand.of(k, b0));
+      add_outer(R, G, 3 * C, dr.at(t, k, b0), G, gxc, 3 * C, g_fb.of(k, b0));
       // d/d(dropped[t]) = d/d(con_in) W_fb^T, through the mask onto g_{t-1}
       mm(R, G, 3 * C, gxc, 3 * C, fb, G, 0.0f, grad_d.data(), G);
       for (int64_t i = 0; i < R; ++i) {
@@ -601,7 +679,8 @@ std::vector<at::Tensor> controlled_backward(
     std::memcpy(carry_g_rows.at(0, k, b0), carry_g.data(), sizeof(float) * R * G);
     std::memcpy(carry_c_rows.at(0, k, b0), carry_c.data(), sizeof(float) * R * C);
   });
-  return {carry_g_out, carry_c_out, sums_out};
+  return {carry_g_out,      carry_c_out,     g_fb.sums,     g_con_gate.sums, g_con_cand.sums,
+          g_co_w.sums,      g_co_b.sums,     g_gen_in.sums, g_gen_gate.sums, g_gen_cand.sums};
 }
 
 // Defined in elementwise.cpp and optim.cpp (the same extension).
@@ -613,7 +692,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_optim(m);
   m.def("gru_sequence_forward", &gru_sequence_forward,
         "clipped-GRU sequences (inputs projected in the loop with w_in), tapes in place");
-  m.def("gru_sequence_backward", &gru_sequence_backward, "its chain rule; returns d/dh0");
+  m.def("gru_sequence_backward", &gru_sequence_backward,
+        "its chain rule; returns d/dh0 and the weight gradients' partial sums");
   m.def("controlled_forward", &controlled_forward, "controller-generator loop, tapes in place");
   m.def("controlled_backward", &controlled_backward, "its chain rule; returns the carries");
 }
