@@ -231,8 +231,9 @@ class _ControlledGenerator(torch.autograd.Function):
                 _or_empty(g_gen_x),
                 g_con_x,
             )
+            # each a sum over the loop's row blocks
             g_fb, g_con_gate, g_con_cand, g_co_w, g_co_b, sums, g_gen_gate, g_gen_cand = (
-                p.sum(dim=1) for p in partials  # over the loop's row blocks
+                p.sum(dim=1) for p in partials
             )
             g_co_b = g_co_b.squeeze(1)
         else:
