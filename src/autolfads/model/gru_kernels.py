@@ -75,7 +75,8 @@ class GRUTape:
     `step` / `backward_step` are the PyTorch path. For float32 on CPU, when the C++ kernels of
     `autolfads.model.fused` can be built, whole loops run in C++ on the same buffers instead
     (`run_sequence` here, `controlled_generator` in generator_loop.py); there is no `pre` buffer
-    then (a state at +-clip marks a clipped step).
+    then (a state at +-clip marks a clipped step), and `rh` is one reused slot (their backward
+    recomputes r * h from the step's cache-warm rows).
     """
 
     def __init__(self, h0: Tensor, steps: int, clip: float, keep: bool = True) -> None:
@@ -86,10 +87,11 @@ class GRUTape:
         # Without a backward (keep=False) the per-step values live in one reused, cache-warm slot.
         slots = steps if keep else 1
         self.slot = (lambda t: t) if keep else (lambda t: 0)
-        self.ru = h0.new_empty(k, slots, b, 2 * n)
-        self.rh = h0.new_empty(k, slots, b, n)
-        self.cand = h0.new_empty(k, slots, b, n)
         self.kernels = kernels_for(h0)
+        self.ru = h0.new_empty(k, slots, b, 2 * n)
+        # the C++ loops recompute r * h in the backward: one reused slot is their scratch
+        self.rh = h0.new_empty(k, slots if self.kernels is None else 1, b, n)
+        self.cand = h0.new_empty(k, slots, b, n)
         self.pre = h0.new_empty(k, slots, b, n) if self.kernels is None else None
 
     def buffers(self) -> list[Tensor]:
@@ -117,7 +119,7 @@ class GRUTape:
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """From d/d(states) (K, B, T, H): d/d(projected inputs) (K, T, B, 3H), d/dh0 (K, B, H) and
         the gradients of w_gate and w_cand."""
-        k, steps, b, n = self.rh.shape
+        k, steps, b, n = self.cand.shape
         g_xs = g_states.new_empty(k, steps, b, 3 * n)
         if self.kernels is not None:  # weight gradients summed inside the loop
             carry, g_w_gate, g_w_cand, _ = self.kernels.gru_sequence_backward(
@@ -249,7 +251,7 @@ class _BidirectionalSequence(torch.autograd.Function):
     def backward(ctx, g_fwd, g_bwd):  # type: ignore[override]
         tape: GRUTape = ctx.tape
         inputs, w_in, w_gate, w_cand = ctx.saved_tensors
-        cells, steps, b, n = tape.rh.shape
+        cells, steps, b, n = tape.cand.shape
         if ctx.final_only:  # (K, B, 1, H): the C++ loop adds them at each cell's last step only
             g_fwd, g_bwd = g_fwd.unsqueeze(2), g_bwd.unsqueeze(2)
         # the weight gradients are summed inside the C++ loop, the inputs' (if needed) written

@@ -151,6 +151,12 @@ void for_items(const Items& items, F&& body) {
   });
 }
 
+// z = x * y elementwise over n floats.
+inline void multiply(int64_t n, const float* __restrict__ x, const float* __restrict__ y,
+                     float* __restrict__ z) {
+  for (int64_t j = 0; j < n; ++j) z[j] = x[j] * y[j];
+}
+
 // y += a x over n floats (restrict parameters: GCC vectorises it).
 inline void axpy(int64_t n, float a, const float* __restrict__ x, float* __restrict__ y) {
   for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
@@ -245,17 +251,29 @@ void gru_backward_rows(const Gru& g, int64_t R, const float* gin, const float* h
 // h0 at slot 0 and the state after step t at slot t + 1; a reverse-running cell (the backward
 // direction of an encoder, run from t = T - 1 down to 0) keeps h0 at slot T and the state after
 // step t at slot t, so that both are in time order. Gate values of step t are at slot t.
+// The reset-gated states r * h are one reused slot, (K, 1, B, H), rows (k, b) of one item: the
+// backward recomputes them from cache-warm rows (`reset_gated`) instead of reading a tape.
 struct GruTape {
   Tape states, ru, rh, cand;
   bool keep;
   GruTape(const at::Tensor& s, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c)
-      : states(s, "states"), ru(a, "ru"), rh(b, "rh"), cand(c, "cand"), keep(a.size(1) > 1) {}
+      : states(s, "states"), ru(a, "ru"), rh(b, "rh"), cand(c, "cand"), keep(a.size(1) > 1) {
+    TORCH_CHECK(rh.T == 1, "rh: expected one slot, (K, 1, B, H)");
+  }
   int64_t slot(int64_t t) const { return keep ? t : 0; }
   void forward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* x,
                int64_t ldx, bool reverse = false) const {
     const int64_t s = slot(t), from = reverse ? t + 1 : t, to = reverse ? t : t + 1;
-    gru_forward_rows(g, R, x, ldx, states.at(from, k, b), ru.at(s, k, b), rh.at(s, k, b),
+    gru_forward_rows(g, R, x, ldx, states.at(from, k, b), ru.at(s, k, b), rh.at(0, k, b),
                      cand.at(s, k, b), states.at(to, k, b));
+  }
+  // out (R x H) = r * h of step t (the candidate's input; for W_cand's gradient).
+  void reset_gated(int64_t t, int64_t k, int64_t b, int64_t R, float* out,
+                   bool reverse = false) const {
+    const int64_t H = states.n;
+    const float* h = states.at(reverse ? t + 1 : t, k, b);
+    const float* r = ru.at(t, k, b);
+    for (int64_t i = 0; i < R; ++i) multiply(H, r + i * 2 * H, h + i * H, out + i * H);
   }
   void backward(const Gru& g, int64_t t, int64_t k, int64_t b, int64_t R, const float* gin,
                 float* gx, int64_t ldgx, float* gh, float* grh, bool reverse = false) const {
@@ -385,7 +403,8 @@ std::vector<at::Tensor> gru_sequence_backward(
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
     const Rows& gs = cell.reverse ? gs_bwd : gs_fwd;
-    std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H), block(keep_g_xs ? 0 : R * 3 * H);
+    std::vector<float> gin(R * H), gh(R * H, 0.0f), grh(R * H), rh(R * H),
+        block(keep_g_xs ? 0 : R * 3 * H);
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = cell.time(s, T), from = cell.reverse ? t + 1 : t;
       if (final_only && s < T - 1) {
@@ -399,7 +418,8 @@ std::vector<at::Tensor> gru_sequence_backward(
       float* gxt = keep_g_xs ? gx.at(t, k, b0) : block.data();
       tape.backward(g, t, k, b0, R, gin.data(), gxt, 3 * H, gh.data(), grh.data(), cell.reverse);
       add_outer(R, H, 2 * H, tape.states.at(from, k, b0), H, gxt, 3 * H, g_gate.of(k, b0));
-      add_outer(R, H, H, tape.rh.at(t, k, b0), H, gxt + 2 * H, 3 * H, g_cand.of(k, b0));
+      tape.reset_gated(t, k, b0, R, rh.data(), cell.reverse);
+      add_outer(R, H, H, rh.data(), H, gxt + 2 * H, 3 * H, g_cand.of(k, b0));
       if (project) {
         const int64_t row = t * B + b0;
         add_outer(R, n_in, 3 * H, inputs + (cell.worker * T * B + row) * n_in, n_in, gxt, 3 * H,
@@ -598,7 +618,7 @@ std::vector<at::Tensor> controlled_backward(
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_to_gen = w.co_to_gen.of(k);
     std::vector<float> carry_g(R * G, 0.0f), carry_c(R * C, 0.0f), gin_g(R * G), gh_g(R * G),
         grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G), step_sums((U + 1) * 3 * G),
-        gr(R * 2 * U), gxg_block(keep_g_gen_x ? 0 : R * 3 * G);
+        gr(R * 2 * U), gxg_block(keep_g_gen_x ? 0 : R * 3 * G), rh_g(R * G), rh_c(R * C);
     for (int64_t t = T - 1; t >= 0; --t) {
       // d/dg_t = g_gen + g_dropped m_{t+1} + carry
       std::copy(carry_g.begin(), carry_g.end(), gin_g.begin());
@@ -622,7 +642,8 @@ std::vector<at::Tensor> controlled_backward(
       tp.gen.backward(gen, t, k, b0, R, gin_g.data(), gxg, 3 * G, gh_g.data(), grh_g.data());
       add_input_sums(R, U, 3 * G, tp.us.at(t, k, b0), gxg, step_sums.data(), g_gen_in.of(k, b0));
       add_outer(R, G, 2 * G, tp.gen.states.at(t, k, b0), G, gxg, 3 * G, g_gen_gate.of(k, b0));
-      add_outer(R, G, G, tp.gen.rh.at(t, k, b0), G, gxg + 2 * G, 3 * G, g_gen_cand.of(k, b0));
+      tp.gen.reset_gated(t, k, b0, R, rh_g.data());
+      add_outer(R, G, G, rh_g.data(), G, gxg + 2 * G, 3 * G, g_gen_cand.of(k, b0));
       // d/du = g_u + d/d(gen_in) W_ug^T; d/dlogvar = d/du * eps * std / 2 inside the clamp.
       std::fill(gr.begin(), gr.end(), 0.0f);
       if (has_g_u)
@@ -660,7 +681,8 @@ std::vector<at::Tensor> controlled_backward(
       float* gxc = gcx.at(t, k, b0);
       tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, 3 * C, carry_c.data(), grh_c.data());
       add_outer(R, C, 2 * C, tp.con.states.at(t, k, b0), C, gxc, 3 * C, g_con_gate.of(k, b0));
-      add_outer(R, C, C, tp.con.rh.at(t, k, b0), C, gxc + 2 * C, 3 * C, g_con_cand.of(k, b0));
+      tp.con.reset_gated(t, k, b0, R, rh_c.data());
+      add_outer(R, C, C, rh_c.data(), C, gxc + 2 * C, 3 * C, g_con_cand.of(k, b0));
       add_outer(R, G, 3 * C, dr.at(t, k, b0), G, gxc, 3 * C, g_fb.of(k, b0));
       // d/d(dropped[t]) = d/d(con_in) W_fb^T, through the mask onto g_{t-1}
       mm(R, G, 3 * C, gxc, 3 * C, fb, G, 0.0f, grad_d.data(), G);
