@@ -123,7 +123,8 @@ def forward_macs(size: str) -> dict[str, int]:
 
     "data_projections": the encoders' input projections of the data (both directions of both
     encoders); "recurrences": the encoders' recurrences (both directions of both encoders) and
-    the controller-generator loop's products; "other": every other product of the network.
+    the controller-generator loop's products, the controller's input projection included (done
+    inside the loop since session 8); "other": every other product of the network.
     """
     s = pop.SIZES[size]
     b, t, n = s["batch"], s["T"], s["N"]
@@ -136,11 +137,11 @@ def forward_macs(size: str) -> dict[str, int]:
         2 * t * b * 3 * e_ic**2  # IC encoder recurrence, both directions
         + 2 * t * b * 3 * e_ci**2  # controller-input encoder recurrence, both directions
         + t * b * loop_step  # controller-generator loop
+        + b * t * 2 * e_ci * 3 * c  # controller input projection (inside the loop)
     )
     other = (
         b * 2 * e_ic * 2 * ic  # IC posterior
         + b * ic * g  # IC -> initial generator state
-        + b * t * 2 * e_ci * 3 * c  # controller input projection
         + g * f * 3 * c  # factors -> controller weights folded into one (G, 3C) map
         + b * t * g * f  # factors
         + b * t * f * n  # read-out
@@ -168,7 +169,8 @@ def hand_count_loop_flops(size: str, k: int) -> int:
     """Matmul FLOPs of the recurrent loops alone in one training step of K workers of model `size`.
 
     The products the C++ loops compute inside their time loops: the encoders' recurrences (both
-    directions of both encoders) and every product of the controller-generator step, forward, and
+    directions of both encoders) and every product of the controller-generator step (since
+    session 8 with the controller's input projection), forward, and
     in the backward their input gradients and (since session 8) their weight gradients, each step's
     share added inside the backward loop (twice the forward FLOPs in all); and (since session 7)
     the encoders' input projections of the data, forward and (since session 8) their weight
@@ -501,9 +503,9 @@ def write_report(
             markdown_table(rows),
             "Fraction of GEMM rate = achieved GFLOP/s / the all-core GEMM rate above (for (c): both "
             "processes together). FLOPs count matmuls only. Loops: the C++ recurrent loops alone "
-            "(encoders' recurrences and the controller-generator step, forward and backward with "
-            "their weight gradients, and the encoders' input projections and their weight "
-            "gradients, all done inside the loops; "
+            "(encoders' recurrences and the controller-generator step with the controller's "
+            "input projection, forward and backward with their weight gradients, and the "
+            "encoders' input projections and their weight gradients, all done inside the loops; "
             "hand-counted FLOPs over the time inside those calls, summed over the processes), "
             "their mean share of the wall time, and that rate over the all-core GEMM rate.",
             flop_check_text(rows),

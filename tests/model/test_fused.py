@@ -138,6 +138,46 @@ def test_controlled_generator_matches_the_float64_reference(k, b):
         torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
 
 
+def _projection_case(k, b, t, n=3, c=4, seed=1):
+    """Float64 leaves of a controller input projected inside the loop: the input itself, stored
+    time-major and used as a (K, B, T, n) view (as the model's), its weights and bias."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(k, t, b, n, generator=gen, dtype=torch.float64).transpose(1, 2)
+    weight = torch.randn(k, n, 3 * c, generator=gen, dtype=torch.float64) * 0.5
+    bias = torch.randn(k, 3 * c, generator=gen, dtype=torch.float64) * 0.5
+    return [v.requires_grad_() for v in (x, weight, bias)]
+
+
+@needs_kernels
+@pytest.mark.parametrize(("k", "b"), [(2, 4), (1, 300)])  # one block per worker; 3 blocks of rows
+def test_controlled_generator_projecting_its_input_matches_the_float64_reference(k, b):
+    """The controller's input projected step by step inside the C++ loop: outputs and every
+    gradient (the raw input's, the projection's weights' and bias's included)."""
+    inputs, weights, masks, noise = _loop_case(k, b, t=8)
+    x, con_w, con_b = _projection_case(k, b, t=8)
+    ref = controlled_generator_reference(
+        x, *inputs[1:], weights, masks, noise, 1.5, con_projection=(con_w, con_b)
+    )
+    leaves64 = [x, *inputs[1:], *weights.as_tuple(), con_w, con_b]
+    leaves32 = [v.detach().float() for v in leaves64]
+    leaves32[0] = leaves32[0].transpose(1, 2).contiguous().transpose(1, 2)  # time-major storage
+    leaves32 = [v.requires_grad_() for v in leaves32]
+    out = controlled_generator(
+        *leaves32[:4],
+        LoopWeights(*leaves32[4:12]),
+        masks.float(),
+        noise.float(),
+        1.5,
+        con_projection=(leaves32[12], leaves32[13]),
+    )
+    for a, e in zip(out, ref, strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5)
+    gen = torch.Generator().manual_seed(2)
+    probes = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in ref]
+    for a, e in zip(_grads(out, leaves32, probes), _grads(ref, leaves64, probes), strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
+
+
 @needs_kernels
 def test_controlled_generator_with_unused_outputs_matches_the_reference():
     """As in training: no gradient reaches the states and controller states (None)."""
@@ -216,6 +256,31 @@ def test_posterior_samples_read_their_trial_row_of_the_controller_input():
             None,
             noise.float(),
             1.5,
+        )
+    for a, e in zip(shared, repeated, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+@needs_kernels
+def test_posterior_samples_read_their_trial_row_of_the_projected_controller_input():
+    inputs, weights, _, noise = _loop_case(2, 6, t=5)
+    _, gen_x, gen_init, con_h0 = (x.detach().float() for x in inputs)
+    x, con_w, con_b = (v.detach().float() for v in _projection_case(2, 2, t=5))
+    w = LoopWeights(*(v.detach().float() for v in weights.as_tuple()))
+    with torch.no_grad():  # 2 trials x 3 samples: rows 0-2 read trial 0, rows 3-5 trial 1
+        shared = controlled_generator(
+            x, gen_x, gen_init, con_h0, w, None, noise.float(), 1.5, 3, (con_w, con_b)
+        )
+        repeated = controlled_generator(
+            x.repeat_interleave(3, dim=1),
+            gen_x,
+            gen_init,
+            con_h0,
+            w,
+            None,
+            noise.float(),
+            1.5,
+            con_projection=(con_w, con_b),
         )
     for a, e in zip(shared, repeated, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=0)

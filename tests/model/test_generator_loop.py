@@ -7,6 +7,7 @@ from autolfads.model.generator_loop import (
     LoopWeights,
     controlled_generator,
     controlled_generator_reference,
+    project_steps,
 )
 
 
@@ -120,3 +121,39 @@ def test_an_input_shared_by_all_trials_and_steps_gets_its_summed_gradient(dtype)
     assert g_out[1].shape == row.shape
     for a, e in zip([*out, *g_out], [*ref, *g_ref], strict=True):
         torch.testing.assert_close(a.double(), e, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("time_major", [True, False])
+def test_project_steps_is_the_affine_map_of_every_row_and_step(time_major):
+    gen = torch.Generator().manual_seed(4)
+    k, b, t, n, m = 2, 3, 5, 4, 6
+    x = torch.randn(k, t, b, n, generator=gen).transpose(1, 2) if time_major else None
+    x = x if x is not None else torch.randn(k, b, t, n, generator=gen)
+    weight, bias = torch.randn(k, n, m, generator=gen), torch.randn(k, m, generator=gen)
+    out = project_steps(x, weight, bias)
+    expected = torch.einsum("kbtn,knm->kbtm", x, weight) + bias[:, None, None]
+    torch.testing.assert_close(out, expected)
+    # the result keeps the input's storage order (time-major in, time-major out)
+    assert out.transpose(1, 2).is_contiguous() == time_major
+
+
+def test_a_controller_input_projected_by_the_loop_matches_autograd():
+    """con_projection on the PyTorch path (float64): projected before the loop, same gradients."""
+    inputs, weights, masks, noise = _problem()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 7, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    con_w = (torch.randn(2, 5, 12, generator=gen, dtype=torch.float64) * 0.5).requires_grad_()
+    con_b = torch.randn(2, 12, generator=gen, dtype=torch.float64, requires_grad=True)
+    args = (x, *inputs[1:], weights, masks, noise, 1.5)
+    fused = controlled_generator(*args, con_projection=(con_w, con_b))
+    ref = controlled_generator_reference(*args, con_projection=(con_w, con_b))
+    probes = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in ref]
+    leaves = [x, con_w, con_b, *_leaves(inputs[1:], weights)]
+    grads = [
+        torch.autograd.grad(sum((o * p).sum() for o, p in zip(out, probes, strict=True)), leaves)
+        for out in (fused, ref)
+    ]
+    for a, e in zip(fused, ref, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    for a, e in zip(*grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)

@@ -172,18 +172,18 @@ def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag, m
     net.train()  # dropout active but at rate 0: zeros must stay zeros
     seen: dict[str, torch.Tensor] = {}
     encoder_forward = net.ci_encoder.forward
-    project = net.controller.project_input
+    loop = lfads.controlled_generator
 
     def capture_encoder(x, keep_states=True, cells=None):
         seen["fwd"], seen["bwd"] = encoder_forward(x, keep_states, cells)
         return seen["fwd"], seen["bwd"]
 
-    def capture_input(x, batch_shape):
-        seen["ci"] = x.transpose(1, 2)  # projected in time-major order, (K, T, B, 2H)
-        return project(x, batch_shape)
+    def capture_input(con_x, *args, **kwargs):
+        seen["ci"] = con_x  # the controller's input, (K, B, T, 2H), projected by the loop
+        return loop(con_x, *args, **kwargs)
 
     monkeypatch.setattr(net.ci_encoder, "forward", capture_encoder)
-    monkeypatch.setattr(net.controller, "project_input", capture_input)
+    monkeypatch.setattr(lfads, "controlled_generator", capture_input)
     net(poisson_counts((2, B, 8, 6)).double(), dropout_rate=torch.zeros(2), sample=False)
 
     ci, fwd, bwd = seen["ci"], seen["fwd"], seen["bwd"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from autolfads.model.fused import kernels_for
 from autolfads.model.gru_kernels import (
     GRUTape,
     gru_step_reference,
@@ -36,7 +37,7 @@ from autolfads.model.gru_kernels import (
     time_sum,
 )
 
-__all__ = ["LoopWeights", "controlled_generator", "controlled_generator_reference"]
+__all__ = ["LoopWeights", "controlled_generator", "controlled_generator_reference", "project_steps"]
 
 LOGVAR_BOUND = 20.0
 
@@ -149,7 +150,10 @@ def _python_backward(con, gen, raw, us, std, masks, noise, weights, grads, outs)
 
 class _ControlledGenerator(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, con_x, gen_x, gen_init, con_h0, masks, noise, clip, samples, *weights):  # type: ignore[override]
+    def forward(
+        ctx, con_x, gen_x, gen_init, con_h0, masks, noise, clip, samples, con_w, con_b, *weights
+    ):  # type: ignore[override]
+        # con_w, con_b: the controller's input weights when the C++ loop projects con_x itself
         fb, con_gate, con_cand, co_w, co_b, co_to_gen, gen_gate, gen_cand = weights
         steps, n_u = con_x.shape[2], co_w.shape[-1] // 2
         k, b, _ = gen_init.shape
@@ -169,6 +173,8 @@ class _ControlledGenerator(torch.autograd.Function):
         if gen.kernels is not None:  # the whole loop in C++
             gen.kernels.controlled_forward(
                 last_dim_contiguous(con_x),
+                _or_empty(con_w),
+                _or_empty(con_b),
                 samples,
                 last_dim_contiguous(gen_x),
                 _or_empty(masks),
@@ -186,9 +192,11 @@ class _ControlledGenerator(torch.autograd.Function):
             con_x = con_x.repeat_interleave(samples, dim=1) if samples > 1 else con_x
             _python_forward(con, gen, raw, us, std, dropped, con_x, gen_x, masks, noise, weights)
         ctx.tapes = (con, gen, raw, us, std, dropped)
+        ctx.projects = con_w is not None
         ctx.save_for_backward(
             masks if masks is not None else torch.empty(0),
             noise if noise is not None else torch.empty(0),
+            *((con_x, con_w, con_b) if ctx.projects else ()),
             *weights,
         )
         ctx.has_masks = masks is not None
@@ -209,12 +217,19 @@ class _ControlledGenerator(torch.autograd.Function):
     def backward(ctx, g_gen, g_con, g_raw, g_u, g_dropped):  # type: ignore[override]
         con, gen, raw, us, std, dropped = ctx.tapes
         masks, noise, *weights = ctx.saved_tensors
+        con_x = con_w = con_b = None
+        if ctx.projects:
+            con_x, con_w, con_b, *weights = weights
         masks = masks if ctx.has_masks else None
         noise = noise if std is not None else None  # saved as an empty tensor when absent
         k, steps, b, n_u = us.shape
         # d/d(gen_x) per row and step is needed only when gen_x is not one shared row
         g_gen_x = None if ctx.gen_x_shared else us.new_empty(k, steps, b, 3 * gen.n)
-        g_con_x = us.new_empty(k, steps, b, 3 * con.n)
+        # with the projection in the loop, d/d(con_x) is of the controller's input itself
+        g_con_x = None if ctx.projects else us.new_empty(k, steps, b, 3 * con.n)
+        g_con_in = None
+        if ctx.projects and ctx.needs_input_grad[0]:
+            g_con_in = us.new_empty(k, steps, b, con_x.shape[-1])
         if gen.kernels is not None:  # the whole loop in C++, weight gradients summed inside it
             carry_g, carry_c, *partials = gen.kernels.controlled_backward(
                 *(_or_empty(g) for g in (g_gen, g_dropped, g_con, g_raw, g_u)),
@@ -228,14 +243,19 @@ class _ControlledGenerator(torch.autograd.Function):
                 us,
                 _or_empty(std),
                 dropped,
+                _or_empty(con_x),
+                _or_empty(con_w),
+                _or_empty(con_b),
                 _or_empty(g_gen_x),
-                g_con_x,
+                _or_empty(g_con_x),
+                _or_empty(g_con_in),
             )
             # each a sum over the loop's row blocks
-            g_fb, g_con_gate, g_con_cand, g_co_w, g_co_b, sums, g_gen_gate, g_gen_cand = (
-                p.sum(dim=1) for p in partials
+            (g_fb, g_con_gate, g_con_cand, g_co_w, g_co_b, sums, g_gen_gate, g_gen_cand) = (
+                p.sum(dim=1) for p in partials[:8]
             )
             g_co_b = g_co_b.squeeze(1)
+            g_con_w, g_con_b = partials[8].sum(dim=1), partials[9].sum(dim=(1, 2))
         else:
             g_gen_x = g_gen_x if g_gen_x is not None else us.new_empty(k, steps, b, 3 * gen.n)
             g_raws = us.new_zeros(k, steps, b, 2 * n_u)  # the PyTorch path relies on the zeros
@@ -273,8 +293,14 @@ class _ControlledGenerator(torch.autograd.Function):
             g_gen_gate,
             g_gen_cand,
         )
+        if ctx.projects:
+            g_con_input = g_con_in.transpose(1, 2) if g_con_in is not None else None
+            g_con_w = g_con_w if ctx.needs_input_grad[8] else None
+            g_con_b = g_con_b if ctx.needs_input_grad[9] else None
+        else:
+            g_con_input, g_con_w, g_con_b = g_con_x.transpose(1, 2), None, None
         return (
-            g_con_x.transpose(1, 2),
+            g_con_input,
             g_gen_input,
             carry_g,
             carry_c,
@@ -282,6 +308,8 @@ class _ControlledGenerator(torch.autograd.Function):
             None,
             None,
             None,
+            g_con_w,
+            g_con_b,
             *grads_w,
         )
 
@@ -296,12 +324,14 @@ def controlled_generator(
     noise: Tensor | None,
     clip: float,
     samples: int = 1,
+    con_projection: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the controller and the generator together over T steps (see the module docstring).
 
     Args:
         con_x: (K, B / samples, T, 3C) projected controller inputs (encoder part, bias included),
-            one row per trial: with S samples, trial b drives rows b S ... b S + S - 1.
+            or with `con_projection` the controller's input itself, (K, B / samples, T, n); one
+            row per trial: with S samples, trial b drives rows b S ... b S + S - 1.
         gen_x: (K, B, T, 3G) projected generator inputs (external inputs and bias), or (K, 1, 1, 3G)
             when they are the same for every trial and step (the bias alone: its gradient is then
             summed inside the loop, not over a (K, B, T, 3G) gradient afterwards).
@@ -312,19 +342,55 @@ def controlled_generator(
         noise: (K, B, T, U) standard normal draws for the inferred inputs, or None to use the means.
         clip: state bound of both GRUs.
         samples: S posterior samples per trial.
+        con_projection: the controller's input weights (K, n, 3C) and bias (K, 3C), or None when
+            con_x is already projected. The C++ loop projects each step's rows itself (no
+            (K, B, T, 3C) projection or gradient is stored); the PyTorch path projects first.
     Returns:
         gen_states (K, B, T, G), con_states (K, B, T, C), co_raw (K, B, T, 2U) posterior means and
         log-variances, co_sample (K, B, T, U) inferred inputs fed to the generator, dropped
         (K, B, T, G) the dropped-out states d_t = g_t m_{t+1} (gen_states itself without masks).
     """
+    con_w = con_b = None
+    if con_projection is not None:
+        if kernels_for(gen_init) is None:
+            con_x = project_steps(con_x, *con_projection)
+        else:
+            con_w, con_b = con_projection
     tensors = (con_x, gen_x, gen_init, con_h0, *weights.as_tuple())
+    if con_w is not None:
+        tensors += (con_w, con_b)
     if samples > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         con_x, samples = con_x.repeat_interleave(samples, dim=1), 1  # the backward maps rows 1:1
     gen_states, con_states, co_raw, co_sample, dropped = _ControlledGenerator.apply(
-        con_x, gen_x, gen_init, con_h0, masks, noise, float(clip), int(samples), *weights.as_tuple()
+        con_x,
+        gen_x,
+        gen_init,
+        con_h0,
+        masks,
+        noise,
+        float(clip),
+        int(samples),
+        con_w,
+        con_b,
+        *weights.as_tuple(),
     )
     dropped = dropped if masks is not None else gen_states
     return gen_states, con_states, co_raw, co_sample, dropped
+
+
+def project_steps(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x W + b for every row and step: x (K, B, T, n), weight (K, n, m), bias (K, m) -> (K, B, T, m).
+
+    Projected in x's storage order: a batch-major view of time-major storage (as the controller's
+    input) gives the same view of a time-major result, without copies.
+    """
+    k, b, steps, n = x.shape
+    if x.transpose(1, 2).is_contiguous():
+        flat = x.transpose(1, 2).reshape(k, steps * b, n)
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight)
+        return out.view(k, steps, b, -1).transpose(1, 2)
+    out = torch.baddbmm(bias.unsqueeze(1), x.reshape(k, b * steps, n), weight)
+    return out.view(k, b, steps, -1)
 
 
 def controlled_generator_reference(
@@ -336,9 +402,13 @@ def controlled_generator_reference(
     masks: Tensor | None,
     noise: Tensor | None,
     clip: float,
+    con_projection: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`controlled_generator` step by step in plain autograd (the test oracle)."""
     w = weights
+    if con_projection is not None:
+        weight, bias = con_projection
+        con_x = torch.einsum("kbtn,knm->kbtm", con_x, weight) + bias[:, None, None]
     gen_x = gen_x.expand(*gen_init.shape[:2], con_x.shape[2], gen_x.shape[-1])
     d = gen_init * masks[:, :, 0] if masks is not None else gen_init
     g, c = gen_init, con_h0

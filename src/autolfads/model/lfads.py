@@ -245,9 +245,8 @@ class LFADSNetwork(nn.Module):
         if s.use_controller:
             ci_fwd, ci_bwd = self.ci_encoder(x, cells=cells)  # (K, B, T_enc, H) each
             ci = lagged_dropout(ci_fwd, ci_bwd, s.ci_lag, t_rec, rate, drop, generator)
-            # one row per trial; projected in ci's time-major order, so con_x and its gradient are
-            # time-major too (the loop reads and writes one step's rows at a time)
-            con_x = self.controller.project_input(ci.transpose(1, 2), (t_rec, b)).transpose(1, 2)
+            # one row per trial, time-major (the loop reads and writes one step's rows at a time);
+            # the loop projects it (x_t W + b) step by step itself
             co_noise = None
             if sample:
                 co_noise = torch.randn(
@@ -260,7 +259,7 @@ class LFADSNetwork(nn.Module):
                     generator=generator,
                 ).transpose(1, 2)
             gen_states, con_states, co_raw, co_sample, dropped_states = controlled_generator(
-                con_x,
+                ci,
                 gen_x,
                 gen_init,
                 self.con_h0.unsqueeze(1).expand(k, b * samples, s.con_dim),
@@ -269,6 +268,7 @@ class LFADSNetwork(nn.Module):
                 co_noise,
                 s.cell_clip,
                 samples,
+                (self.controller.input_weight, self.controller.bias),
             )
             co_mean, co_var = _gaussian_params(co_raw)
         else:

@@ -475,6 +475,30 @@ struct LoopTapes {
         us(us_, "us") {}
 };
 
+// The controller's input weights when the loop projects its input itself: con_w (K, n, 3C) and
+// con_b (K, 3C) for con_x (K, B, T, n), or both empty when con_x is already projected (n = 3C).
+struct ConInput {
+  bool project;
+  int64_t n, C;
+  const float* w = nullptr;
+  const float* b = nullptr;
+  ConInput(const at::Tensor& con_w, const at::Tensor& con_b, int64_t n_, int64_t C_)
+      : project(con_w.numel() > 0), n(n_), C(C_) {
+    if (!project) {
+      TORCH_CHECK(n == 3 * C, "con_x: expected (K, B, T, 3C) without con_w");
+      return;
+    }
+    check_contiguous_float(con_w, "con_w");
+    check_contiguous_float(con_b, "con_b");
+    TORCH_CHECK(con_w.dim() == 3 && con_w.size(1) == n && con_w.size(2) == 3 * C &&
+                    con_b.dim() == 2 && con_b.size(1) == 3 * C,
+                "con_w, con_b: expected (K, n, 3C) and (K, 3C) for con_x (K, B, T, n)");
+    w = con_w.data_ptr<float>(), b = con_b.data_ptr<float>();
+  }
+  const float* weight(int64_t k) const { return w + k * n * 3 * C; }
+  const float* bias(int64_t k) const { return b + k * 3 * C; }
+};
+
 // Adds one step's share of the generator-input sums for R rows: acc (U + 1 rows of n) += [u_i, 1]^T
 // g_i, with u (R x U) the inferred inputs and g (R x n, row stride n) d/d(gen_in): rows 0..U-1
 // sum to the gradient of W_ug, row U to that of an input the same on every row and step (the bias).
@@ -493,14 +517,18 @@ inline void add_input_sums(int64_t R, int64_t U, int64_t n, const float* u, cons
 
 }  // namespace
 
-// Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C): trial b's S samples
-// are rows b S ... b S + S - 1 everywhere else. gen_x (K, B, T, 3G). masks (K, B, T + 1, G) and
+// Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C), the projected
+// controller inputs, or with con_w (K, n, 3C) and con_b (K, 3C) the controller's input itself,
+// (K, B/samples, T, n), projected step by step inside the loop (x_t con_w + con_b; empty con_w:
+// already projected): trial b's S samples are rows b S ... b S + S - 1 everywhere else.
+// gen_x (K, B, T, 3G). masks (K, B, T + 1, G) and
 // noise (K, B, T, U) may be empty (no dropout; the posterior means). std_buf (K, slots, B, U) gets
 // exp(logvar / 2) when there is noise; dropped (K, T + 1, B, G), with dropped[:, 0] = g_init m_0
 // already written, gets the dropped-out states d_t = g_t m_{t+1} at slot t + 1 (fed back to the
 // controller, and the factors' input); without masks it is not used (the states themselves are).
-void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tensor& gen_x,
-                        const at::Tensor& masks, const at::Tensor& noise, double clip,
+void controlled_forward(const at::Tensor& con_x, const at::Tensor& con_w, const at::Tensor& con_b,
+                        int64_t samples, const at::Tensor& gen_x, const at::Tensor& masks,
+                        const at::Tensor& noise, double clip,
                         const std::vector<at::Tensor>& weights,
                         const std::vector<at::Tensor>& con_tape,
                         const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw,
@@ -509,6 +537,7 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
   const LoopWeights w(weights);
   const LoopTapes tp(con_tape, gen_tape, raw, us);
   const Rows cx(con_x, "con_x"), gx(gen_x, "gen_x");
+  const ConInput cin(con_w, con_b, cx.n, tp.con.states.n);
   const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
   TORCH_CHECK(!has_masks || dropped.numel() > 0, "dropped: needed with masks");
   const Rows mk(has_masks ? masks : gen_x, "masks"), nz(has_noise ? noise : gen_x, "noise");
@@ -522,9 +551,24 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_b = w.co_b.of(k);
     const float* co_to_gen = w.co_to_gen.of(k);
     std::vector<float> con_in(R * 3 * C), gen_in(R * 3 * G);
+    std::vector<float> gathered(cin.project && samples > 1 ? R * cin.n : 0);
     for (int64_t t = 0; t < T; ++t) {
-      for (int64_t i = 0; i < R; ++i)
-        std::memcpy(&con_in[i * 3 * C], cx.at(k, (b0 + i) / samples, t), sizeof(float) * 3 * C);
+      if (cin.project) {  // x_t W + b, from the trials' rows (gathered for each sample's row)
+        const float* rows = cx.at(k, b0, t);
+        int64_t ld = cx.sb;
+        if (samples > 1) {
+          for (int64_t i = 0; i < R; ++i)
+            std::memcpy(&gathered[i * cin.n], cx.at(k, (b0 + i) / samples, t),
+                        sizeof(float) * cin.n);
+          rows = gathered.data(), ld = cin.n;
+        }
+        for (int64_t i = 0; i < R; ++i)
+          std::memcpy(&con_in[i * 3 * C], cin.bias(k), sizeof(float) * 3 * C);
+        mm(R, 3 * C, cin.n, rows, ld, cin.weight(k), 3 * C, 1.0f, con_in.data(), 3 * C);
+      } else {
+        for (int64_t i = 0; i < R; ++i)
+          std::memcpy(&con_in[i * 3 * C], cx.at(k, (b0 + i) / samples, t), sizeof(float) * 3 * C);
+      }
       mm(R, 3 * C, G, dr.at(t, k, b0), G, fb, 3 * C, 1.0f, con_in.data(), 3 * C);
       tp.con.forward(con, t, k, b0, R, con_in.data(), 3 * C);
       float* rw = tp.raw.at(t, k, b0);
@@ -573,19 +617,23 @@ void controlled_forward(const at::Tensor& con_x, int64_t samples, const at::Tens
 // (none): g_gen (K, B, T, G) of the states, g_dropped (K, B, T, G) of the dropped-out states d_t
 // (of the states themselves without masks), g_con (K, B, T, C), g_raw (K, B, T, 2U), g_u
 // (K, B, T, U). dropped (K, T + 1, B, G) is the fed-back tape of the forward (the states tape
-// without masks). Writes g_con_x (K, T, B, 3C) and, unless empty, g_gen_x (K, T, B, 3G). Returns
-// [d/dg_init (through the recurrence, before m_0), d/dc_0, then the weight gradients as partial
-// sums (K, P, rows, cols) over the P row blocks of each worker (the caller sums over P), in the
-// order of the weights: feedback, con_gate, con_cand, co_weight, co_bias (rows 1), then
+// without masks). con_x, con_w, con_b are the forward's (con_x unused and may be empty without
+// con_w). Writes, unless empty: g_gen_x (K, T, B, 3G), g_con_x (K, T, B, 3C; needed without
+// con_w) and, with con_w, g_con_in (K, T, B, n) the gradient of the controller's input itself.
+// Returns [d/dg_init (through the recurrence, before m_0), d/dc_0, then the weight gradients as
+// partial sums (K, P, rows, cols) over the P row blocks of each worker (the caller sums over P),
+// in the order of the weights: feedback, con_gate, con_cand, co_weight, co_bias (rows 1), then
 // [u_t, 1]^T d/d(gen_in_t) (U + 1 rows: W_ug's gradient, and in row U that of a generator input
-// the same on every row and step, the bias), gen_gate, gen_cand].
+// the same on every row and step, the bias), gen_gate, gen_cand, then con_w and con_b (1 row;
+// both 0 rows without con_w)].
 std::vector<at::Tensor> controlled_backward(
     const at::Tensor& g_gen, const at::Tensor& g_dropped, const at::Tensor& g_con,
     const at::Tensor& g_raw, const at::Tensor& g_u, const at::Tensor& masks, const at::Tensor& noise, double clip,
     const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& con_tape,
     const std::vector<at::Tensor>& gen_tape, const at::Tensor& raw, const at::Tensor& us,
-    const at::Tensor& std_buf, const at::Tensor& dropped, const at::Tensor& g_gen_x,
-    const at::Tensor& g_con_x) {
+    const at::Tensor& std_buf, const at::Tensor& dropped, const at::Tensor& con_x,
+    const at::Tensor& con_w, const at::Tensor& con_b, const at::Tensor& g_gen_x,
+    const at::Tensor& g_con_x, const at::Tensor& g_con_in) {
   const std::vector<at::Tensor> weights_t = transposed_weights(weights);
   const LoopWeights w(weights_t);  // every matrix transposed
   const LoopTapes tp(con_tape, gen_tape, raw, us);
@@ -593,23 +641,33 @@ std::vector<at::Tensor> controlled_backward(
   const bool has_g_gen = g_gen.numel() > 0, has_g_dropped = g_dropped.numel() > 0;
   const bool has_g_con = g_con.numel() > 0, has_g_raw = g_raw.numel() > 0;
   const bool has_g_u = g_u.numel() > 0, keep_g_gen_x = g_gen_x.numel() > 0;
-  const at::Tensor& any4d = g_con_x;  // stands in for absent tensors (never read)
+  const bool keep_g_con_x = g_con_x.numel() > 0, has_g_con_in = g_con_in.numel() > 0;
+  const at::Tensor& any4d = con_tape.at(0);  // stands in for absent tensors (never read)
   const Rows gg(has_g_gen ? g_gen : any4d, "g_gen"), gd(has_g_dropped ? g_dropped : any4d, "g_dropped");
   const Rows gc(has_g_con ? g_con : any4d, "g_con"), graw(has_g_raw ? g_raw : any4d, "g_raw");
   const Rows gu(has_g_u ? g_u : any4d, "g_u");
   const Rows mk(has_masks ? masks : any4d, "masks"), nz(has_noise ? noise : any4d, "noise");
   const Tape sd(has_noise ? std_buf : raw, "std_buf");
   const Tape dr(dropped, "dropped");
-  const Tape ggx(keep_g_gen_x ? g_gen_x : g_con_x, "g_gen_x"), gcx(g_con_x, "g_con_x");
+  const Tape ggx(keep_g_gen_x ? g_gen_x : any4d, "g_gen_x");
+  const Tape gcx(keep_g_con_x ? g_con_x : any4d, "g_con_x");
   const int64_t K = tp.gen.states.K, B = tp.gen.states.B, T = tp.raw.T;
   const int64_t C = tp.con.states.n, G = tp.gen.states.n, U = tp.us.n;
+  const ConInput cin(con_w, con_b, con_w.numel() > 0 ? con_w.size(1) : 3 * C, C);
+  const Rows cx(cin.project ? con_x : any4d, "con_x");
+  TORCH_CHECK(!cin.project || (cx.B == B && cx.n == cin.n), "con_x: expected (K, B, T, n)");
+  TORCH_CHECK(cin.project || keep_g_con_x, "g_con_x: needed without con_w");
+  const at::Tensor con_w_t = has_g_con_in ? transposed(con_w) : con_w;
+  const Tape gci(has_g_con_in ? g_con_in : any4d, "g_con_in");
   at::Tensor carry_g_out = at::empty({K, B, G}, raw.options());
   at::Tensor carry_c_out = at::empty({K, B, C}, raw.options());
   const Items items(K, B);
   const Partials g_fb(items, G, 3 * C, raw.options()), g_con_gate(items, C, 2 * C, raw.options()),
       g_con_cand(items, C, C, raw.options()), g_co_w(items, C, 2 * U, raw.options()),
       g_co_b(items, 1, 2 * U, raw.options()), g_gen_in(items, U + 1, 3 * G, raw.options()),
-      g_gen_gate(items, G, 2 * G, raw.options()), g_gen_cand(items, G, G, raw.options());
+      g_gen_gate(items, G, 2 * G, raw.options()), g_gen_cand(items, G, G, raw.options()),
+      g_con_w(items, cin.project ? cin.n : 0, 3 * C, raw.options()),
+      g_con_b(items, cin.project ? 1 : 0, 3 * C, raw.options());
   const Tape carry_g_rows(carry_g_out.unsqueeze(1), "carry_g"),
       carry_c_rows(carry_c_out.unsqueeze(1), "carry_c");
   for_items(items, [&](int64_t k, int64_t b0, int64_t R) {
@@ -618,7 +676,8 @@ std::vector<at::Tensor> controlled_backward(
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_to_gen = w.co_to_gen.of(k);
     std::vector<float> carry_g(R * G, 0.0f), carry_c(R * C, 0.0f), gin_g(R * G), gh_g(R * G),
         grh_g(R * G), gin_c(R * C), grh_c(R * C), grad_d(R * G), step_sums((U + 1) * 3 * G),
-        gr(R * 2 * U), gxg_block(keep_g_gen_x ? 0 : R * 3 * G), rh_g(R * G), rh_c(R * C);
+        gr(R * 2 * U), gxg_block(keep_g_gen_x ? 0 : R * 3 * G), rh_g(R * G), rh_c(R * C),
+        gxc_block(keep_g_con_x ? 0 : R * 3 * C);
     for (int64_t t = T - 1; t >= 0; --t) {
       // d/dg_t = g_gen + g_dropped m_{t+1} + carry
       std::copy(carry_g.begin(), carry_g.end(), gin_g.begin());
@@ -678,8 +737,16 @@ std::vector<at::Tensor> controlled_backward(
           for (int64_t j = 0; j < C; ++j) gin_c[i * C + j] += src[j];
         }
       mm(R, C, 2 * U, gr.data(), 2 * U, co_w, C, 1.0f, gin_c.data(), C);
-      float* gxc = gcx.at(t, k, b0);
+      float* gxc = keep_g_con_x ? gcx.at(t, k, b0) : gxc_block.data();
       tp.con.backward(con, t, k, b0, R, gin_c.data(), gxc, 3 * C, carry_c.data(), grh_c.data());
+      if (cin.project) {  // the input projection x_t W + b: its weights' and input's gradients
+        add_outer(R, cin.n, 3 * C, cx.at(k, b0, t), cx.sb, gxc, 3 * C, g_con_w.of(k, b0));
+        float* bias_sum = g_con_b.of(k, b0);
+        for (int64_t i = 0; i < R; ++i) axpy(3 * C, 1.0f, gxc + i * 3 * C, bias_sum);
+        if (has_g_con_in)
+          mm(R, cin.n, 3 * C, gxc, 3 * C, con_w_t.data_ptr<float>() + k * 3 * C * cin.n, cin.n,
+             0.0f, gci.at(t, k, b0), cin.n);
+      }
       add_outer(R, C, 2 * C, tp.con.states.at(t, k, b0), C, gxc, 3 * C, g_con_gate.of(k, b0));
       tp.con.reset_gated(t, k, b0, R, rh_c.data());
       add_outer(R, C, C, rh_c.data(), C, gxc + 2 * C, 3 * C, g_con_cand.of(k, b0));
@@ -701,8 +768,9 @@ std::vector<at::Tensor> controlled_backward(
     std::memcpy(carry_g_rows.at(0, k, b0), carry_g.data(), sizeof(float) * R * G);
     std::memcpy(carry_c_rows.at(0, k, b0), carry_c.data(), sizeof(float) * R * C);
   });
-  return {carry_g_out,      carry_c_out,     g_fb.sums,     g_con_gate.sums, g_con_cand.sums,
-          g_co_w.sums,      g_co_b.sums,     g_gen_in.sums, g_gen_gate.sums, g_gen_cand.sums};
+  return {carry_g_out,     carry_c_out,    g_fb.sums,       g_con_gate.sums,
+          g_con_cand.sums, g_co_w.sums,    g_co_b.sums,     g_gen_in.sums,
+          g_gen_gate.sums, g_gen_cand.sums, g_con_w.sums,   g_con_b.sums};
 }
 
 // Defined in elementwise.cpp and optim.cpp (the same extension).
