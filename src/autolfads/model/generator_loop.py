@@ -2,7 +2,8 @@
 
 Per step t (K workers, B trials; C controller units, G generator units, U inferred inputs):
 
-    con_in_t = x^con_t + d_{t-1} W_fb              d_{t-1}: dropped-out generator state, W_fb (G, 3C)
+    con_in_t = x^con_t + d_{t-1} W_fb              d_{t-1}: dropped-out generator state, W_fb (G, 3C);
+                                                   x^con_t = e_t W_ci + b_ci from the encoder's e_t
     c_t      = GRU_con(con_in_t, c_{t-1})
     raw_t    = c_t W_co + b_co                    (2U): posterior mean and log-variance of u_t
     u_t      = mean_t + eps_t * exp(logvar_t / 2)  (logvar clamped to [-20, 20]; eps_t = 0: the mean)
@@ -13,11 +14,13 @@ Per step t (K workers, B trials; C controller units, G generator units, U inferr
 d_t also feeds the factors, so the loop returns it (the dropout of the states costs no extra pass).
 
 Autograd would record ~30 nodes per step and replay them one by one; here the forward loop records
-nothing and the backward loop runs the per-step chain rule by hand. On the PyTorch path every
-weight gradient is one matmul over all T steps afterwards; for float32 on the CPU both loops run
-whole in C++ on the same tapes, and the backward adds each step's share of every weight gradient
-while the step's rows are in cache (no per-step input gradients are stored for a later pass) (`controlled_forward` / `controlled_backward` of `autolfads.model.fused`);
-`_python_forward` / `_python_backward` are the PyTorch path (CUDA, float64, no compiler).
+nothing and the backward loop runs the per-step chain rule by hand. For float32 on the CPU both
+loops run whole in C++ on the same tapes (`controlled_forward` / `controlled_backward` of
+`autolfads.model.fused`): the forward projects each step's controller input itself (given
+`con_projection`), and the backward adds each step's share of every weight gradient while the
+step's rows are in cache (no per-step input gradients are stored for a later pass). `_python_forward` / `_python_backward` are
+the PyTorch path (CUDA, float64, no compiler): x^con projected before the loop, every weight
+gradient one matmul over all T steps after it.
 `controlled_generator_reference` is the same recurrence in plain autograd, kept as the oracle for
 tests.
 """
@@ -344,23 +347,24 @@ def controlled_generator(
         samples: S posterior samples per trial.
         con_projection: the controller's input weights (K, n, 3C) and bias (K, 3C), or None when
             con_x is already projected. The C++ loop projects each step's rows itself (no
-            (K, B, T, 3C) projection or gradient is stored); the PyTorch path projects first.
+            (K, B, T, 3C) projection or gradient is stored); the PyTorch path, and posterior
+            sampling without gradients (one projection per trial for its S samples), project
+            first.
     Returns:
         gen_states (K, B, T, G), con_states (K, B, T, C), co_raw (K, B, T, 2U) posterior means and
         log-variances, co_sample (K, B, T, U) inferred inputs fed to the generator, dropped
         (K, B, T, G) the dropped-out states d_t = g_t m_{t+1} (gen_states itself without masks).
     """
+    tensors = (con_x, gen_x, gen_init, con_h0, *weights.as_tuple(), *(con_projection or ()))
+    if samples > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        con_x, samples = con_x.repeat_interleave(samples, dim=1), 1  # the backward maps rows 1:1
     con_w = con_b = None
     if con_projection is not None:
-        if kernels_for(gen_init) is None:
+        if kernels_for(gen_init) is None or samples > 1:
+            # projected once per trial, not once per sample (posterior sampling); the PyTorch path
             con_x = project_steps(con_x, *con_projection)
         else:
             con_w, con_b = con_projection
-    tensors = (con_x, gen_x, gen_init, con_h0, *weights.as_tuple())
-    if con_w is not None:
-        tensors += (con_w, con_b)
-    if samples > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        con_x, samples = con_x.repeat_interleave(samples, dim=1), 1  # the backward maps rows 1:1
     gen_states, con_states, co_raw, co_sample, dropped = _ControlledGenerator.apply(
         con_x,
         gen_x,

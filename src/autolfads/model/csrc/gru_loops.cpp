@@ -518,9 +518,9 @@ inline void add_input_sums(int64_t R, int64_t U, int64_t n, const float* u, cons
 }  // namespace
 
 // Runs the recurrence forward, filling the tapes. con_x (K, B/samples, T, 3C), the projected
-// controller inputs, or with con_w (K, n, 3C) and con_b (K, 3C) the controller's input itself,
-// (K, B/samples, T, n), projected step by step inside the loop (x_t con_w + con_b; empty con_w:
-// already projected): trial b's S samples are rows b S ... b S + S - 1 everywhere else.
+// controller inputs (trial b's S samples are rows b S ... b S + S - 1 everywhere else), or with
+// con_w (K, n, 3C) and con_b (K, 3C) the controller's input itself, (K, B, T, n), projected step
+// by step inside the loop (x_t con_w + con_b; samples = 1; empty con_w: already projected).
 // gen_x (K, B, T, 3G). masks (K, B, T + 1, G) and
 // noise (K, B, T, U) may be empty (no dropout; the posterior means). std_buf (K, slots, B, U) gets
 // exp(logvar / 2) when there is noise; dropped (K, T + 1, B, G), with dropped[:, 0] = g_init m_0
@@ -538,6 +538,7 @@ void controlled_forward(const at::Tensor& con_x, const at::Tensor& con_w, const 
   const LoopTapes tp(con_tape, gen_tape, raw, us);
   const Rows cx(con_x, "con_x"), gx(gen_x, "gen_x");
   const ConInput cin(con_w, con_b, cx.n, tp.con.states.n);
+  TORCH_CHECK(!cin.project || samples == 1, "con_w: projects one row per trial (samples = 1)");
   const bool has_masks = masks.numel() > 0, has_noise = noise.numel() > 0;
   TORCH_CHECK(!has_masks || dropped.numel() > 0, "dropped: needed with masks");
   const Rows mk(has_masks ? masks : gen_x, "masks"), nz(has_noise ? noise : gen_x, "noise");
@@ -551,20 +552,12 @@ void controlled_forward(const at::Tensor& con_x, const at::Tensor& con_w, const 
     const float *fb = w.fb.of(k), *co_w = w.co_w.of(k), *co_b = w.co_b.of(k);
     const float* co_to_gen = w.co_to_gen.of(k);
     std::vector<float> con_in(R * 3 * C), gen_in(R * 3 * G);
-    std::vector<float> gathered(cin.project && samples > 1 ? R * cin.n : 0);
     for (int64_t t = 0; t < T; ++t) {
-      if (cin.project) {  // x_t W + b, from the trials' rows (gathered for each sample's row)
-        const float* rows = cx.at(k, b0, t);
-        int64_t ld = cx.sb;
-        if (samples > 1) {
-          for (int64_t i = 0; i < R; ++i)
-            std::memcpy(&gathered[i * cin.n], cx.at(k, (b0 + i) / samples, t),
-                        sizeof(float) * cin.n);
-          rows = gathered.data(), ld = cin.n;
-        }
+      if (cin.project) {  // x_t W + b
         for (int64_t i = 0; i < R; ++i)
           std::memcpy(&con_in[i * 3 * C], cin.bias(k), sizeof(float) * 3 * C);
-        mm(R, 3 * C, cin.n, rows, ld, cin.weight(k), 3 * C, 1.0f, con_in.data(), 3 * C);
+        mm(R, 3 * C, cin.n, cx.at(k, b0, t), cx.sb, cin.weight(k), 3 * C, 1.0f, con_in.data(),
+           3 * C);
       } else {
         for (int64_t i = 0; i < R; ++i)
           std::memcpy(&con_in[i * 3 * C], cx.at(k, (b0 + i) / samples, t), sizeof(float) * 3 * C);
