@@ -239,53 +239,28 @@ def test_more_threads_than_a_worker_has_row_blocks_for_changes_nothing(threads):
 
 
 @needs_kernels
-def test_posterior_samples_read_their_trial_row_of_the_controller_input():
+@pytest.mark.parametrize("projected", [False, True])
+def test_posterior_samples_read_their_trial_row_of_the_controller_input(projected):
+    """2 trials x 3 samples: rows 0-2 read trial 0, rows 3-5 trial 1; the controller's input
+    projected (once per trial before the loop) or given projected."""
     inputs, weights, _, noise = _loop_case(2, 6, t=5)
     con_x, gen_x, gen_init, con_h0 = (x.detach().float() for x in inputs)
     w = LoopWeights(*(x.detach().float() for x in weights.as_tuple()))
-    with torch.no_grad():  # 2 trials x 3 samples: rows 0-2 read trial 0, rows 3-5 trial 1
-        shared = controlled_generator(
-            con_x[:, :2], gen_x, gen_init, con_h0, w, None, noise.float(), 1.5, samples=3
-        )
+    projection = None
+    if projected:
+        con_x, con_w, con_b = (v.detach().float() for v in _projection_case(2, 6, t=5))
+        projection = (con_w, con_b)
+    rest = (gen_x, gen_init, con_h0, w, None, noise.float(), 1.5)
+    with torch.no_grad():
+        shared = controlled_generator(con_x[:, :2], *rest, 3, projection)
         repeated = controlled_generator(
-            con_x[:, :2].repeat_interleave(3, dim=1),
-            gen_x,
-            gen_init,
-            con_h0,
-            w,
-            None,
-            noise.float(),
-            1.5,
+            con_x[:, :2].repeat_interleave(3, dim=1), *rest, con_projection=projection
         )
+    # projected, the samples' rows are projected before the loop and the repeated rows inside
+    # it: the same products up to rounding (a wrong trial's row would differ by O(1))
+    tol = 1e-6 if projected else 0.0
     for a, e in zip(shared, repeated, strict=True):
-        torch.testing.assert_close(a, e, rtol=0, atol=0)
-
-
-@needs_kernels
-def test_posterior_samples_read_their_trial_row_of_the_projected_controller_input():
-    inputs, weights, _, noise = _loop_case(2, 6, t=5)
-    _, gen_x, gen_init, con_h0 = (x.detach().float() for x in inputs)
-    x, con_w, con_b = (v.detach().float() for v in _projection_case(2, 2, t=5))
-    w = LoopWeights(*(v.detach().float() for v in weights.as_tuple()))
-    with torch.no_grad():  # 2 trials x 3 samples: rows 0-2 read trial 0, rows 3-5 trial 1
-        shared = controlled_generator(
-            x, gen_x, gen_init, con_h0, w, None, noise.float(), 1.5, 3, (con_w, con_b)
-        )
-        repeated = controlled_generator(
-            x.repeat_interleave(3, dim=1),
-            gen_x,
-            gen_init,
-            con_h0,
-            w,
-            None,
-            noise.float(),
-            1.5,
-            con_projection=(con_w, con_b),
-        )
-    # with samples the input is projected once per trial before the loop, here inside it: the
-    # same products up to rounding (a wrong trial's row would differ by O(1))
-    for a, e in zip(shared, repeated, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, e, rtol=10 * tol, atol=tol)
 
 
 def test_switched_off_by_the_environment(monkeypatch):
