@@ -381,8 +381,10 @@ std::vector<at::Tensor> gru_sequence_backward(
   if (project) {
     check_contiguous_float(xs, "xs");
     TORCH_CHECK(w_in.dim() == 3 && w_in.size(0) == K && w_in.size(2) == 3 * H &&
-                    w_in.size(1) == n_in && xs.size(1) == T * B,
-                "w_in, xs: expected (K, n, 3H) and (K or K / 2, T B, n)");
+                    w_in.size(1) == n_in && xs.size(1) == T * B &&
+                    xs.size(0) == (bidirectional ? K / 2 : K),
+                "w_in, xs: expected (K, n, 3H) and (K, T B, n), or (K / 2, T B, n) when "
+                "bidirectional");
   }
   if (input_grads) {
     check_contiguous_float(g_inputs, "g_inputs");
