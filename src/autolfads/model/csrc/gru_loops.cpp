@@ -305,6 +305,31 @@ struct Cell {
   int64_t time(int64_t step, int64_t T) const { return reverse ? T - 1 - step : step; }
 };
 
+// The encoders' inputs when the loop projects them itself: xs (K, T B, n), time-major and
+// contiguous, or (K / 2, T B, n) when bidirectional (both cells of a worker read its rows), with
+// input weights w_in (K, n, 3H). With an empty w_in nothing is projected (n = 0).
+struct StepInputs {
+  bool project;
+  const float* data = nullptr;
+  int64_t T, B, n = 0;
+  StepInputs(const at::Tensor& xs, const at::Tensor& w_in, int64_t K, int64_t T_, int64_t B_,
+             int64_t H, bool bidirectional)
+      : project(w_in.numel() > 0), T(T_), B(B_) {
+    if (!project) return;
+    check_contiguous_float(xs, "xs");
+    TORCH_CHECK(xs.dim() == 3 && xs.size(0) == (bidirectional ? K / 2 : K) && xs.size(1) == T * B,
+                "xs: expected (K, T B, n), or (K / 2, T B, n) when bidirectional");
+    TORCH_CHECK(w_in.dim() == 3 && w_in.size(0) == K && w_in.size(1) == xs.size(2) &&
+                    w_in.size(2) == 3 * H,
+                "w_in: expected (K, n, 3H)");
+    data = xs.data_ptr<float>(), n = xs.size(2);
+  }
+  // Worker w's rows b0, b0 + 1, ... of step t (row stride n).
+  const float* rows(int64_t w, int64_t t, int64_t b0) const {
+    return data + ((w * T + t) * B + b0) * n;
+  }
+};
+
 }  // namespace
 
 // Without w_in (empty), xs (K, B, T, 3H) are the projected inputs. With w_in (K, n, 3H), xs are
@@ -316,22 +341,13 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
                           const at::Tensor& w_cand, double clip, const at::Tensor& states,
                           const at::Tensor& ru, const at::Tensor& rh, const at::Tensor& cand,
                           bool bidirectional) {
-  const bool project = w_in.numel() > 0;
   const Weights wg(w_gate, "w_gate"), wc(w_cand, "w_cand");
   const GruTape tape(states, ru, rh, cand);
   const int64_t K = tape.states.K, B = tape.states.B, T = tape.states.T - 1, H = tape.states.n;
-  if (project) {
-    check_contiguous_float(xs, "xs");
-    TORCH_CHECK(xs.dim() == 3 && xs.size(0) == (bidirectional ? K / 2 : K) && xs.size(1) == T * B,
-                "xs: expected (K, T B, n), or (K / 2, T B, n) when bidirectional");
-    TORCH_CHECK(w_in.dim() == 3 && w_in.size(0) == K && w_in.size(1) == xs.size(2) &&
-                    w_in.size(2) == 3 * H,
-                "w_in: expected (K, n, 3H)");
-  }
+  const StepInputs in(xs, w_in, K, T, B, H, bidirectional);
+  const bool project = in.project;
   const Rows x(project ? states : xs, "xs");  // (states: a stand-in, never read)
   const Weights wi(project ? w_in : w_gate, "w_in");
-  const int64_t n_in = project ? xs.size(2) : 0;
-  const float* inputs = project ? xs.data_ptr<float>() : nullptr;
   for_items(Items(K, B), [&](int64_t k, int64_t b0, int64_t R) {
     const Gru g = gru_of(wg, wc, k, clip);
     const Cell cell(k, bidirectional);
@@ -339,8 +355,8 @@ void gru_sequence_forward(const at::Tensor& xs, const at::Tensor& w_in, const at
     for (int64_t s = 0; s < T; ++s) {
       const int64_t t = cell.time(s, T);
       if (project) {
-        const float* rows = inputs + (cell.worker * T * B + t * B + b0) * n_in;
-        mm(R, 3 * H, n_in, rows, n_in, wi.of(k), 3 * H, 0.0f, block.data(), 3 * H);
+        mm(R, 3 * H, in.n, in.rows(cell.worker, t, b0), in.n, wi.of(k), 3 * H, 0.0f,
+           block.data(), 3 * H);
         tape.forward(g, t, k, b0, R, block.data(), 3 * H, cell.reverse);
       } else {
         tape.forward(g, t, k, b0, R, x.at(k, b0, t), x.sb, cell.reverse);
@@ -369,23 +385,16 @@ std::vector<at::Tensor> gru_sequence_backward(
   const at::Tensor w_gate_t = transposed(w_gate), w_cand_t = transposed(w_cand);
   const Weights wg(w_gate_t, "w_gate"), wc(w_cand_t, "w_cand");
   const GruTape tape(states, ru, rh, cand);
-  const bool project = w_in.numel() > 0, keep_g_xs = g_xs.numel() > 0;
-  const bool input_grads = project && g_inputs.numel() > 0;
-  const Tape gx(keep_g_xs ? g_xs : states, "g_xs");
   const int64_t K = tape.states.K, B = tape.states.B, H = tape.states.n;
   const int64_t T = tape.states.T - 1;
+  const StepInputs in(xs, w_in, K, T, B, H, bidirectional);
+  const bool project = in.project, keep_g_xs = g_xs.numel() > 0;
+  const bool input_grads = project && g_inputs.numel() > 0;
+  const int64_t n_in = in.n;
+  const Tape gx(keep_g_xs ? g_xs : states, "g_xs");
   const bool final_only = g_fwd.size(2) == 1 && T > 1;
   TORCH_CHECK(final_only || g_fwd.size(2) == T, "g_fwd: expected T or 1 steps");
   TORCH_CHECK(!bidirectional || g_bwd.size(2) == g_fwd.size(2), "g_bwd: expected g_fwd's steps");
-  const int64_t n_in = project ? xs.size(2) : 0;
-  if (project) {
-    check_contiguous_float(xs, "xs");
-    TORCH_CHECK(w_in.dim() == 3 && w_in.size(0) == K && w_in.size(2) == 3 * H &&
-                    w_in.size(1) == n_in && xs.size(1) == T * B &&
-                    xs.size(0) == (bidirectional ? K / 2 : K),
-                "w_in, xs: expected (K, n, 3H) and (K, T B, n), or (K / 2, T B, n) when "
-                "bidirectional");
-  }
   if (input_grads) {
     check_contiguous_float(g_inputs, "g_inputs");
     TORCH_CHECK(g_inputs.dim() == 3 && g_inputs.size(0) == K && g_inputs.size(1) == T * B &&
@@ -394,7 +403,6 @@ std::vector<at::Tensor> gru_sequence_backward(
   }
   const at::Tensor w_in_t = input_grads ? transposed(w_in) : w_in;
   const Weights wi_t(input_grads ? w_in_t : w_gate, "w_in");
-  const float* inputs = project ? xs.data_ptr<float>() : nullptr;
   float* g_in = input_grads ? g_inputs.data_ptr<float>() : nullptr;
   at::Tensor carry_out = at::empty({K, B, H}, states.options());
   const Tape carry_rows(carry_out.unsqueeze(1), "carry");
@@ -423,12 +431,10 @@ std::vector<at::Tensor> gru_sequence_backward(
       tape.reset_gated(t, k, b0, R, rh.data(), cell.reverse);
       add_outer(R, H, H, rh.data(), H, gxt + 2 * H, 3 * H, g_cand.of(k, b0));
       if (project) {
-        const int64_t row = t * B + b0;
-        add_outer(R, n_in, 3 * H, inputs + (cell.worker * T * B + row) * n_in, n_in, gxt, 3 * H,
-                  g_w_in.of(k, b0));
-        if (input_grads)
-          mm(R, n_in, 3 * H, gxt, 3 * H, wi_t.of(k), n_in, 0.0f, g_in + (k * T * B + row) * n_in,
-             n_in);
+        add_outer(R, n_in, 3 * H, in.rows(cell.worker, t, b0), n_in, gxt, 3 * H, g_w_in.of(k, b0));
+        if (input_grads)  // written per cell k, in the inputs' (time-major) layout
+          mm(R, n_in, 3 * H, gxt, 3 * H, wi_t.of(k), n_in, 0.0f,
+             g_in + ((k * T + t) * B + b0) * n_in, n_in);
       }
     }
     std::memcpy(carry_rows.at(0, k, b0), gh.data(), sizeof(float) * R * H);
