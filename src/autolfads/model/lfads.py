@@ -276,9 +276,9 @@ class LFADSNetwork(nn.Module):
             con_states = co_mean = co_var = co_sample = empty
             dropped_states = gen_states * masks[:, :, 1:] if masks is not None else gen_states
 
-        # The factors are computed in the states' time-major order (the recurrence's tapes are
-        # (K, T, B, G)): no copy of the states, and their gradient reaches the loop time-major.
-        factors_seq = self.factor_readout(dropped_states.transpose(1, 2)).transpose(1, 2)
+        # The states are views of the recurrence's time-major tapes (K, T, B, G); FactorReadout
+        # multiplies in that order: no copy, and their gradient reaches the loop time-major.
+        factors_seq = self.factor_readout(dropped_states)
         n_rec = s.recon_data_dims[session]
         params = self.readout[session](factors_seq).reshape(k, b * samples, t_rec, n_rec, -1)
         gen_inputs = co_sample if ext is None else torch.cat([co_sample, ext], dim=-1)
