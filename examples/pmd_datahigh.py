@@ -1,6 +1,6 @@
 """AutoLFADS on a real recording: macaque premotor cortex (PMd) during delayed reaches.
 
-The data are DataHigh's example 2 (Byron Yu's lab; see /work/shared/data/datahigh_pmd/README.md):
+The data are DataHigh's example 2 (Byron Yu's lab; see the README.md next to the data):
 112 trials x 1018 ms x 61 neurons at 1 ms, two reach conditions, no kinematics. The script
 
 1. bins the first 1000 ms at 20 ms (50 bins), holds out ~25 % of the neurons (chosen at random with
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -163,11 +162,6 @@ def prepare_session(args: argparse.Namespace, path: Path) -> dict[str, object]:
 # --------------------------------------------------------------------------- AutoLFADS
 
 
-def generations_for(epochs: int) -> int:
-    """PBT generations giving about `epochs` epochs per worker: the burn-in, then `INTERVAL` each."""
-    return 1 + max(0, math.ceil((epochs - BURN_IN) / INTERVAL))
-
-
 def run_autolfads(args: argparse.Namespace, data: Path, run_dir: Path, extra: list[str]) -> float:
     """`autolfads run DATA -o RUN_DIR ...`; returns the wall time in seconds (exits on failure)."""
     argv = ["run", str(data), "-o", str(run_dir), "--seed", str(args.seed)]
@@ -175,7 +169,6 @@ def run_autolfads(args: argparse.Namespace, data: Path, run_dir: Path, extra: li
     argv += MODEL + [
         f"pbt.backend={args.backend}",
         f"pbt.num_workers={args.workers}",
-        f"pbt.max_generations={generations_for(args.epochs)}",
         f"trainer.max_epochs={args.epochs}",
     ]
     argv += extra

@@ -359,3 +359,46 @@ def test_a_non_empty_out_is_refused_then_overwrite_replaces_it(data_file, tmp_pa
     assert run(data_file, out, "--overwrite") == 0
     assert not (out / "notes.txt").exists()
     assert (out / "autolfads.zip").is_file()
+
+
+# ----------------------------------------------------------------------------- the run's length
+
+
+def test_run_trains_exactly_max_epochs_per_worker(data_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    settings = ["pbt.max_generations=null", "trainer.max_epochs=7"]
+    assert (
+        run(data_file, out, *settings, "pbt.burn_in_period=3", "pbt.perturbation_interval=2") == 0
+    )
+    log = fitlog(out)
+    assert (log.groupby("worker_id").size() == 7).all()
+    assert sorted(log.epoch.unique()) == list(range(7))
+    assert log.groupby("generation").epoch.agg(["min", "max"]).values.tolist() == [
+        [0, 2],
+        [3, 4],
+        [5, 6],
+    ]
+    assert capsys.readouterr().err == ""  # no conflict, no notice
+
+
+def test_a_burn_in_shorter_than_the_warm_up_is_kept_and_said_in_one_line(
+    data_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    settings = ["pbt.max_generations=null", "trainer.max_epochs=3", "trainer.ramp_epochs=2"]
+    assert run(data_file, out, *settings, "pbt.burn_in_period=1") == 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "pbt.burn_in_period=1" in line and "warm-up" in line
+    assert fitlog(out).query("generation == 0").epoch.max() == 0  # not lengthened to the warm-up
+
+
+def test_max_epochs_within_the_burn_in_is_one_generation_said_in_one_line(
+    data_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    settings = ["pbt.max_generations=null", "trainer.max_epochs=2", "pbt.burn_in_period=5"]
+    assert run(data_file, out, *settings) == 0
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "trainer.max_epochs=2" in line and "one generation" in line
+    log = fitlog(out)
+    assert log.generation.max() == 0 and log.epoch.max() == 1

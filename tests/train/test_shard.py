@@ -253,3 +253,24 @@ def test_tiny_model_learns_a_rotating_latent():
     mean_rate = session.recon["train"].mean(dim=(0, 1))  # constant per-neuron rate model
     null_nll = -torch.distributions.Poisson(mean_rate.expand_as(counts)).log_prob(counts).mean()
     assert valid["valid/recon"][0] < float(null_nll) - 0.25
+
+
+def test_read_only_arrays_as_ray_delivers_them_become_tensors_without_a_warning(tmp_path):
+    # Ray's object store hands actors read-only NumPy arrays; pytest turns torch's "not writable"
+    # warning into an error (pyproject filterwarnings), so this fails if a table or data is shared
+    from autolfads.data import SessionData
+    from autolfads.train.data import to_tensors
+
+    hps = {name: np.array(values) for name, values in default_hps(2).items()}
+    for values in hps.values():
+        values.setflags(write=False)
+    shard = Shard(tiny_structure(), tiny_settings(), hps)
+    shard.set_hps(hps)
+    assert torch.equal(shard.hps["lr_init"], torch.tensor(hps["lr_init"], dtype=torch.float32))
+    arrays = {s: np.ones((4, 8, 6), dtype=np.float32) for s in ("train", "valid")}
+    for array in arrays.values():
+        array.setflags(write=False)
+    session = SessionData(tmp_path / "x.h5", encod=arrays, recon=arrays)
+    (tensors,) = to_tensors([session], "cpu")
+    tensors.encod["train"][0, 0, 0] = 5.0  # a copy: the read-only array is untouched
+    assert arrays["train"][0, 0, 0] == 1.0

@@ -255,14 +255,14 @@ def should_stop(
     *,
     patience: int,
     min_improvement_ratio: float,
-    generation: int,
-    max_generations: int,
+    generation: int = 0,
+    max_generations: int | None = None,
 ) -> StopDecision:
     """Whether to stop the search (`pbt.patience`, `min_improvement_ratio`, `max_generations`).
 
     Stops after `patience` consecutive generations in which the best score improved by less than
     `min_improvement_ratio * |best seen before|` (a NaN generation counts as no improvement; smaller
-    gains still lower the best seen), or once `generation >= max_generations`.
+    gains still lower the best seen), or once `generation >= max_generations` (when given).
 
     Args:
         best_per_generation: entry i is the best (lowest finite) score of generation i, NaN if all
@@ -275,7 +275,7 @@ def should_stop(
         raise ConfigError(
             f"pbt.min_improvement_ratio = {min_improvement_ratio!r}: expected a value >= 0"
         )
-    if generation >= max_generations:
+    if max_generations is not None and generation >= max_generations:
         return StopDecision(True, f"reached max_generations ({max_generations})")
     stalled = _generations_without_improvement(best_per_generation, min_improvement_ratio)
     if stalled >= patience:

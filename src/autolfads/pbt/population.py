@@ -8,6 +8,7 @@ at any point resumes from the last finished generation.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,16 @@ from autolfads.pbt.backends import (
     ray_available,
 )
 from autolfads.pbt.hps import HPSpec, hp_specs_from_config, sample_initial
-from autolfads.pbt.policy import BestSnapshot, exploit, explore, should_stop, smooth_metric
+from autolfads.pbt.policy import (
+    BestSnapshot,
+    exploit,
+    explore,
+    should_stop,
+    smooth_metric,
+    update_best,
+)
 from autolfads.pbt.runner import ShardSpec
+from autolfads.pbt.schedule import GenerationSchedule
 from autolfads.progress import ProgressLine
 from autolfads.train.fit import hps_from_config
 from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
@@ -222,6 +231,8 @@ def run_pbt(
     structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
     settings = TrainSettings.from_config(cfg)
     specs = _searched_specs(cfg)
+    for line in schedule_from_config(cfg).notes():
+        print(line, file=sys.stderr, flush=True)
     rng = np.random.default_rng(seed)
     table = _initial_table(cfg, specs, rng)
     address = ray_address(cfg.pbt.address)
@@ -251,9 +262,8 @@ def run_pbt(
     try:
         if resume and (out / STATE_FILE).exists():
             loop.restore()
-            # a finished run resumed with a looser stop rule trains on
-            if not _stop_decision(cfg, loop.state.best_per_generation).stop:
-                loop.state.stop_reason = ""
+            # a finished run resumed with more epochs or a looser stop rule trains on
+            loop.state.stop_reason = loop.stop_reason(loop.state.best_per_generation)
         elif resume:
             raise UsageError(f"--resume: {out / STATE_FILE} not found; nothing to resume")
         else:  # the starting population, so that even generation 0 can be resumed or redone
@@ -290,6 +300,7 @@ class _Loop:
         )
         self.rng = np.random.default_rng()
         self.fitlog = FitLog(out / "fitlog.csv")
+        self.schedule = schedule_from_config(cfg)
 
     def start(self, rng: np.random.Generator) -> None:
         """Begin from the initial population (and checkpoint it)."""
@@ -312,7 +323,7 @@ class _Loop:
     def run(self) -> None:
         """Generations until the stop rule says stop; a lost shard is restarted and the generation redone."""
         restarts = 0
-        with ProgressLine(int(self.cfg.pbt.max_generations), self.quiet, "generation") as progress:
+        with ProgressLine(self.schedule.n_generations(), self.quiet, "generation") as progress:
             while not self.state.stop_reason:
                 try:
                     summary = self.generation()
@@ -333,11 +344,8 @@ class _Loop:
     def generation(self) -> str:
         """Train one generation, score, exploit/explore (or stop), checkpoint. Returns a summary."""
         cfg, state, n = self.cfg, self.state, self.n_workers
-        settings_end = int(cfg.trainer.ramp_start) + int(cfg.trainer.ramp_epochs)
-        interval = int(cfg.pbt.perturbation_interval)
-        first = max(int(cfg.pbt.burn_in_period), settings_end, interval)
-        length = first if state.generation == 0 else interval
-        start, stop = state.epoch, state.epoch + length
+        start, stop = self.schedule.span(state.generation, state.epoch)
+        length = stop - start
         results = self.backend.call_all("train_epochs", [(start, stop)] * len(self.shards))
         hps_now = self.population.hp_table()
         smoothed = state.smoothed.copy()
@@ -353,8 +361,10 @@ class _Loop:
         self._update_best(scores)
         finite = scores[np.isfinite(scores)]
         best_now = float(finite.min()) if finite.size else np.nan
-        decision = _stop_decision(cfg, [*state.best_per_generation, best_now])
-        if decision.stop:
+        state.best_per_generation.append(best_now)
+        state.epoch = stop
+        stop_reason = self.stop_reason(state.best_per_generation, state.generation + 1)
+        if stop_reason:
             sources, new_table = np.arange(n), hps_now
         else:
             sources = exploit(
@@ -382,14 +392,11 @@ class _Loop:
                 range(n),
                 extra={"copied_from": state.copied_from},
             )
-        state.best_per_generation.append(best_now)
-        state.epoch = stop
         _record_generation(state, scores, hps_now, sources, new_table)
         state.smoothed = smoothed[sources]
         state.copied_from = sources.copy()
         state.generation += 1
-        if decision.stop:
-            state.stop_reason = decision.reason
+        state.stop_reason = stop_reason
         self.save()
         self.fitlog.flush()
         _write_history(self.out, state.history)
@@ -399,25 +406,39 @@ class _Loop:
             f"{np.nanmedian(scores):.4f}  copied {copied}/{n}"
         )
 
+    def stop_reason(
+        self, best_per_generation: Sequence[float], generations: int | None = None
+    ) -> str:
+        """Why the run stops after these generations: its length or the stop rule ("" = go on)."""
+        done = len(best_per_generation) if generations is None else generations
+        finished = self.schedule.finished(done, self.state.epoch)
+        if finished:
+            return finished
+        decision = should_stop(
+            best_per_generation,
+            patience=int(self.cfg.pbt.patience),
+            min_improvement_ratio=float(self.cfg.pbt.min_improvement_ratio),
+        )
+        return decision.reason if decision.stop else ""
+
     def _update_best(self, scores: np.ndarray) -> None:
         """Keep a snapshot of the best worker seen in any generation."""
-        if not np.isfinite(scores).any():
-            return
-        w = int(np.nanargmin(scores))
-        best = self.state.best
-        if best is None or scores[w] < best.score:
-            self.state.best = BestSnapshot(self.state.generation, w, float(scores[w]))
-            self.state.best_state = self.population.worker_state(w)
+        best, improved = update_best(self.state.best, self.state.generation, scores)
+        if improved:
+            assert best is not None
+            self.state.best = best
+            self.state.best_state = self.population.worker_state(best.worker)
 
 
-def _stop_decision(cfg: DictConfig, best_per_generation: Sequence[float]):
-    """The stop rule after the generations whose best scores are `best_per_generation`."""
-    return should_stop(
-        best_per_generation,
-        patience=int(cfg.pbt.patience),
-        min_improvement_ratio=float(cfg.pbt.min_improvement_ratio),
-        generation=len(best_per_generation),
-        max_generations=int(cfg.pbt.max_generations),
+def schedule_from_config(cfg: DictConfig) -> GenerationSchedule:
+    """The generations' epochs from `trainer.max_epochs` and the `pbt` burn-in and interval."""
+    max_generations = cfg.pbt.get("max_generations")
+    return GenerationSchedule(
+        max_epochs=int(cfg.trainer.max_epochs),
+        burn_in=int(cfg.pbt.burn_in_period),
+        interval=int(cfg.pbt.perturbation_interval),
+        warmup_end=int(cfg.trainer.ramp_start) + int(cfg.trainer.ramp_epochs),
+        max_generations=None if max_generations is None else int(max_generations),
     )
 
 

@@ -34,6 +34,14 @@ class SessionTensors:
         return self.encod[split][idx], recon, ext
 
 
+def _as_float_tensor(array: np.ndarray, device: torch.device | str) -> Tensor:
+    """float32 tensor of `array` on `device`; a read-only array (Ray's object store) is copied
+    first, since a tensor sharing it could be written to."""
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array, dtype=torch.float32, device=device)
+
+
 def to_tensors(
     sessions: Sequence[SessionData], device: torch.device | str, sv_rate: float = 0.0, seed: int = 0
 ) -> list[SessionTensors]:
@@ -43,7 +51,7 @@ def to_tensors(
     for s in sessions:
 
         def put(d: dict[str, np.ndarray]) -> dict[str, Tensor]:
-            return {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in d.items()}
+            return {k: _as_float_tensor(v, device) for k, v in d.items()}
 
         sv = None
         if sv_rate > 0:

@@ -6,6 +6,7 @@ The loop reads top to bottom: train an epoch, evaluate, log, keep the best weigh
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,14 @@ def fit_single_model(
 
     max_epochs = int(cfg.trainer.max_epochs)
     warmup_end = settings.ramp_start + settings.ramp_epochs
+    if max_epochs < warmup_end:
+        print(
+            f"note: trainer.max_epochs={max_epochs} ends before the KL/L2 warm-up (epoch "
+            f"{warmup_end} = trainer.ramp_start + trainer.ramp_epochs): the penalties never reach "
+            "their full weight",
+            file=sys.stderr,
+            flush=True,
+        )
     lr_patience, lr_decay = int(cfg.model.lr_patience), float(cfg.model.lr_decay)
     lr_stop, stop_patience = float(cfg.model.lr_stop), int(cfg.trainer.early_stopping_patience)
 

@@ -92,6 +92,17 @@ def _whole_bins(key: str, value: object) -> int:
     return int(value)
 
 
+def _hp_tensor(values: Sequence[float] | np.ndarray | Tensor, device: torch.device) -> Tensor:
+    """(K,) float32 copy of per-worker values on `device`.
+
+    Always a copy: tables arriving from Ray's object store are read-only NumPy arrays, which
+    `torch.as_tensor` would share (and warn about).
+    """
+    if isinstance(values, Tensor):
+        return values.detach().to(device=device, dtype=torch.float32).clone()
+    return torch.tensor(np.array(values, dtype=np.float32), device=device)
+
+
 def _metrics_mean(acc: dict[str, Tensor], weight: float, parts: dict[str, Tensor]) -> None:
     for name, value in parts.items():
         acc[name] = acc.get(name, 0.0) + value * weight
@@ -130,12 +141,7 @@ class Shard:
         self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
         self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
         self.net = LFADSNetwork(structure, self.n_workers).to(self.device)
-        self.hps = {
-            n: torch.as_tensor(np.asarray(hps[n], dtype=np.float64), dtype=torch.float32).to(
-                self.device
-            )
-            for n in HP_NAMES
-        }
+        self.hps = {n: _hp_tensor(hps[n], self.device) for n in HP_NAMES}
         self._apply_hps_to_net()
         self.optimizer = PopulationAdam(
             list(self.net.parameters()), self.hps["lr_init"], settings.max_grad_norm
@@ -147,8 +153,7 @@ class Shard:
         for name, values in table.items():
             if name not in self.hps:
                 raise KeyError(f"unknown hyperparameter {name!r}")
-            new = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32)
-            self.hps[name].copy_(new.to(self.device))
+            self.hps[name].copy_(_hp_tensor(values, self.device))
         self._apply_hps_to_net()
 
     def hp_table(self) -> dict[str, np.ndarray]:
