@@ -402,3 +402,37 @@ def test_max_epochs_within_the_burn_in_is_one_generation_said_in_one_line(
     assert "trainer.max_epochs=2" in line and "one generation" in line
     log = fitlog(out)
     assert log.generation.max() == 0 and log.epoch.max() == 1
+
+
+# ----------------------------------------------------------------------------- the ranking metric
+
+
+def _last_epoch_of_each_generation(out: Path, column: str) -> pd.DataFrame:
+    log = fitlog(out)
+    last = log.groupby("generation").epoch.transform("max") == log.epoch
+    return log[last].set_index(["generation", "worker_id"])[column].sort_index()
+
+
+@pytest.mark.parametrize("metric", ["valid/recon", "valid/recon_smth"])
+def test_pbt_metric_names_the_score_that_ranks_workers(data_file, tmp_path, metric):
+    out = tmp_path / "out"
+    assert run(data_file, out, f"pbt.metric={metric}", "pbt.perturbation_interval=2") == 0
+    scores = history(out).set_index(["generation", "worker_id"])["score"].sort_index()
+    want = _last_epoch_of_each_generation(out, metric)
+    np.testing.assert_allclose(scores.values, want.values, rtol=1e-12)
+    other = "valid/recon" if metric == "valid/recon_smth" else "valid/recon_smth"
+    assert not np.allclose(scores.values, _last_epoch_of_each_generation(out, other).values)
+
+
+def test_a_metric_where_higher_is_better_ranks_by_its_negative(data_file, tmp_path):
+    out = tmp_path / "out"
+    assert run(data_file, out, "pbt.metric=valid/r2") == 0
+    scores = history(out).set_index(["generation", "worker_id"])["score"].sort_index()
+    np.testing.assert_allclose(-scores.values, _last_epoch_of_each_generation(out, "valid/r2"))
+
+
+def test_a_metric_the_run_cannot_compute_is_refused_before_work(data_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(data_file, out, "pbt.metric=valid/co_bps") == 2
+    assert "pbt.metric" in one_error_line(capsys.readouterr().err)
+    assert not (out / "fitlog.csv").exists()

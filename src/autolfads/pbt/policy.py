@@ -206,6 +206,28 @@ def explore(
     return new_table
 
 
+#: Ranking metrics where a higher value is better; every other metric is a loss (lower is better).
+HIGHER_IS_BETTER = ("valid/r2", "valid/bps")
+
+
+def ranking_scores(metrics: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """(K,) scores to rank workers by `pbt.metric`: lower is better, NaN for a diverged worker.
+
+    A metric where higher is better (`HIGHER_IS_BETTER`) is negated, so that every score is ranked
+    the same way (tournaments, the best worker, the stop rule).
+
+    Raises:
+        KeyError: `metric` is not among `metrics`.
+    """
+    if metric not in metrics:
+        raise KeyError(
+            f"pbt.metric={metric!r}: not computed (available: {', '.join(sorted(metrics))})"
+        )
+    values = np.asarray(metrics[metric], dtype=np.float64)
+    scores = -values if metric in HIGHER_IS_BETTER else values.copy()
+    return np.where(np.isfinite(scores), scores, np.nan)
+
+
 def smooth_metric(current: float, previous_smoothed: float | None) -> float:
     """Exponentially smoothed metric: `0.7 * current + 0.3 * previous` (SPEC.md section 5).
 

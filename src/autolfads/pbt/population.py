@@ -38,6 +38,7 @@ from autolfads.pbt.policy import (
     BestSnapshot,
     exploit,
     explore,
+    ranking_scores,
     should_stop,
     smooth_metric,
     update_best,
@@ -231,6 +232,7 @@ def run_pbt(
     structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
     settings = TrainSettings.from_config(cfg)
     specs = _searched_specs(cfg)
+    _check_metric(str(cfg.pbt.metric), structure, sessions)
     for line in schedule_from_config(cfg).notes():
         print(line, file=sys.stderr, flush=True)
     rng = np.random.default_rng(seed)
@@ -357,7 +359,7 @@ class _Loop:
                 smoothed[w] = smooth_metric(float(metrics["valid/recon"][w]), previous)
             metrics["valid/recon_smth"] = smoothed.copy()
             rows.append((start + offset, metrics))
-        scores = np.where(np.isfinite(smoothed), smoothed, np.nan)
+        scores = ranking_scores(rows[-1][1], str(cfg.pbt.metric))  # at the generation's end
         self._update_best(scores)
         finite = scores[np.isfinite(scores)]
         best_now = float(finite.min()) if finite.size else np.nan
@@ -428,6 +430,20 @@ class _Loop:
             assert best is not None
             self.state.best = best
             self.state.best_state = self.population.worker_state(best.worker)
+
+
+def _check_metric(metric: str, structure: LFADSStructure, sessions: Sequence[SessionData]) -> None:
+    """Refuse a `pbt.metric` that this run cannot compute, before any work."""
+    available = ["valid/recon_smth", "valid/recon", "valid/loss"]
+    if all("valid" in s.truth for s in sessions):
+        available.append("valid/r2")
+    if structure.reconstruction == "poisson":
+        available.append("valid/bps")
+    if metric not in available:
+        raise ConfigError(
+            f"pbt.metric={metric!r}: not available for this run; expected one of {', '.join(available)}"
+            " (valid/r2 needs valid_truth in every file, valid/bps a Poisson model)"
+        )
 
 
 def schedule_from_config(cfg: DictConfig) -> GenerationSchedule:
