@@ -7,11 +7,15 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
+from helpers import TINY_DATA, TINY_MODEL
+from omegaconf import OmegaConf
 
 from autolfads import __version__
 from autolfads.cli import main
+from autolfads.data.synthetic import simulate_to_file
 
 
 def one_error_line(err: str) -> str:
@@ -111,3 +115,79 @@ def test_console_script_runs():
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == __version__
+
+
+# ----------------------------------------------------------------------------- checks before work
+
+TINY = [*TINY_MODEL, "trainer.max_epochs=2", "pbt.backend=inline"]
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory) -> Path:
+    """A chaotic-RNN file of 24 train and 6 valid trials, 12 bins, 8 neurons."""
+    path = tmp_path_factory.mktemp("data") / "tiny.h5"
+    simulate_to_file("chaotic-rnn", path, seed=0, overrides=TINY_DATA)
+    return path
+
+
+BAD_VALUES = [
+    ("model.gen_dim=abc", "model.gen_dim = 'abc'"),
+    ("trainer.max_epochs=-3", "trainer.max_epochs = -3"),
+    ("datamodule.batch_size=0", "datamodule.batch_size = 0"),
+    ("model.dropout_rate=1.5", "model.dropout_rate = 1.5"),
+    ("model.cd_rate=1.0", "model.cd_rate = 1.0"),
+    ("model.lr_init=-1", "model.lr_init = -1"),
+]
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+@pytest.mark.parametrize(("override", "words"), BAD_VALUES)
+def test_a_value_outside_its_rule_is_exit_2_before_anything_is_written(
+    command, override, words, tiny_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert main([command, str(tiny_file), "-o", str(out), *TINY, override]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {words}: expected ")
+    assert not out.exists()
+
+
+def test_a_bad_value_from_the_console_is_one_line_without_traceback(tiny_file, tmp_path):
+    out = tmp_path / "out"
+    argv = ["train", str(tiny_file), "-o", str(out), "model.gen_dim=abc"]
+    result = subprocess.run(
+        [sys.executable, "-m", "autolfads.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert one_error_line(result.stderr) == "error: model.gen_dim = 'abc': expected an integer >= 1"
+    assert not out.exists()
+
+
+def test_a_split_with_nothing_observed_is_exit_2(tiny_file, tmp_path, capsys):
+    path = tmp_path / "unobserved.h5"
+    with h5py.File(tiny_file, "r") as src, h5py.File(path, "w") as dst:
+        for key in src:
+            dst[key] = src[key][()]
+        shape = dst["train_encod_data"].shape
+        del dst["train_encod_data"]
+        dst["train_encod_data"] = np.full(shape, np.nan, dtype=np.float32)
+    out = tmp_path / "out"
+    assert main(["train", str(path), "-o", str(out), *TINY]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(path) in line and "'train_encod_data' is NaN everywhere" in line
+    assert not out.exists()
+
+
+def test_24_train_trials_with_a_batch_of_100_train_as_one_batch_with_a_note(
+    tiny_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = ["train", str(tiny_file), "-o", str(out), *TINY, "datamodule.batch_size=100"]
+    assert main(argv) == 0
+    note = (
+        f"note: datamodule.batch_size=100 is larger than the 24 train trials of {tiny_file}: "
+        "one batch of all 24 trials"
+    )
+    assert note in capsys.readouterr().err.splitlines()
+    assert OmegaConf.load(out / "config.yaml").datamodule.batch_size == 24
+    assert len(pd.read_csv(out / "fitlog.csv")) == 2

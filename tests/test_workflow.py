@@ -123,10 +123,47 @@ def test_a_config_dim_that_disagrees_with_the_data_is_exit_2(data_file, tmp_path
     assert not out.exists() or not any(out.iterdir())  # nothing written before validation
 
 
-def test_too_few_train_trials_for_a_batch_is_exit_2(data_file, tmp_path, capsys):
-    argv = ["run", str(data_file), "-o", str(tmp_path / "o"), "--quiet", *TINY]
-    assert main([*argv, "datamodule.batch_size=1000"]) == 2
-    assert "batch_size" in one_error_line(capsys.readouterr().err)
+def test_a_batch_larger_than_the_train_split_is_one_batch_of_all_trials(data_file, capsys):
+    cfg = load_config(None, ["datamodule.batch_size=100"])
+    load_sessions([str(data_file)], cfg)
+    note = capsys.readouterr().err.strip()
+    assert note == (
+        f"note: datamodule.batch_size=100 is larger than the 24 train trials of {data_file}: "
+        "one batch of all 24 trials"
+    )
+    assert cfg.datamodule.batch_size == 24  # what ran, as config.yaml will say
+
+
+def test_the_batch_note_is_quiet_with_quiet_and_absent_when_the_batch_fits(data_file, capsys):
+    cfg = load_config(None, ["datamodule.batch_size=100"])
+    load_sessions([str(data_file)], cfg, quiet=True)
+    assert cfg.datamodule.batch_size == 24 and capsys.readouterr().err == ""
+    cfg = load_config(None, ["datamodule.batch_size=24"])
+    load_sessions([str(data_file)], cfg)
+    assert cfg.datamodule.batch_size == 24 and capsys.readouterr().err == ""
+
+
+def test_a_batch_is_cut_to_the_largest_train_split_of_several_sessions(data_file, tmp_path, capsys):
+    small = tmp_path / "small.h5"
+    with h5py.File(data_file, "r") as src, h5py.File(small, "w") as dst:
+        for key in ("encod_data", "recon_data"):
+            dst[f"train_{key}"] = src[f"train_{key}"][:10]
+            dst[f"valid_{key}"] = src[f"valid_{key}"][()]
+    cfg = load_config(None, ["datamodule.batch_size=20"])
+    load_sessions([str(data_file), str(small)], cfg)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "10 train trials of" in lines[0] and str(small) in lines[0]
+    assert cfg.datamodule.batch_size == 20  # the 24-trial session still has full batches
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_before_any_output(
+    data_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = ["train", str(data_file), "-o", str(out), "--quiet", *TINY]
+    assert main([*argv, "model.ci_lag=12"]) == 2  # the trials have 12 bins
+    assert "model.ci_lag" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- write_zip

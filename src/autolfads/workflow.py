@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from autolfads._atomic import atomic_path
 from autolfads.config import check_data_dims, load_config
 from autolfads.data import SessionData, read_sessions, write_session_outputs
 from autolfads.errors import UsageError
+from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.files import output_path
 from autolfads.outputs.posterior import as_output_datasets
@@ -58,19 +60,43 @@ def prepare_out_dir(out: str | Path, *, resume: bool = False, overwrite: bool = 
     return out
 
 
-def load_sessions(paths: Sequence[str], cfg: DictConfig) -> list[SessionData]:
-    """Read and validate the data files; fill or check the data dimensions in `cfg.model`."""
+def load_sessions(
+    paths: Sequence[str], cfg: DictConfig, *, quiet: bool = False
+) -> list[SessionData]:
+    """Read and validate the data files; fill or check the data dimensions in `cfg.model`.
+
+    The model the config describes is checked against the data too (e.g. `model.ci_lag` shorter
+    than the trials), so that nothing is written before a refusal. A `datamodule.batch_size`
+    larger than every session's train split becomes the largest split (one batch of all its
+    trials), with a note on stderr per smaller session unless `quiet`.
+    """
     if not paths:
         raise UsageError("no data file given")
     sessions = read_sessions(
         list(paths),
         reconstruction=str(cfg.model.reconstruction),
         allow_noninteger=bool(cfg.model.allow_noninteger),
-        batch_size=int(cfg.datamodule.batch_size),
     )
     for sess in sessions:
         check_data_dims(cfg, sess.dims.as_dict(), source=str(sess.path), fill=len(sessions) == 1)
+    LFADSStructure.from_config(cfg.model, [sess.dims.as_dict() for sess in sessions])
+    _fit_batch_size(cfg, sessions, quiet=quiet)
     return sessions
+
+
+def _fit_batch_size(cfg: DictConfig, sessions: Sequence[SessionData], *, quiet: bool) -> None:
+    """A batch larger than a train split is one batch of all its trials: say so, once per file."""
+    batch_size = int(cfg.datamodule.batch_size)
+    n_train = [sess.encod["train"].shape[0] for sess in sessions]
+    for sess, n in zip(sessions, n_train, strict=True):
+        if n < batch_size and not quiet:
+            print(
+                f"note: datamodule.batch_size={batch_size} is larger than the {n} train trials "
+                f"of {sess.path}: one batch of all {n} trials",
+                file=sys.stderr,
+            )
+    if max(n_train) < batch_size:  # the same batches, and config.yaml says what ran
+        cfg.datamodule.batch_size = max(n_train)
 
 
 def write_final_outputs(

@@ -162,10 +162,28 @@ CASES = [
     ),
     case("zero-recon-channels", REC, ["0 channels"], train_recon_data=_zeros(N_TRAIN, T, 0)),
     case(
-        "fewer-trials-than-batch",
+        "train-encod-all-nan",
         ENC,
-        ["8 trials", "batch_size=9"],
-        {"batch_size": N_TRAIN + 1},
+        ["NaN everywhere", "(8, 10, 5)", "at least one observed"],
+        train_encod_data=np.full((N_TRAIN, T, N), np.nan, dtype=np.float32),
+    ),
+    case(
+        "valid-encod-all-nan",
+        V_ENC,
+        ["NaN everywhere", "(4, 10, 5)"],
+        valid_encod_data=np.full((N_VALID, T, N), np.nan, dtype=np.float32),
+    ),
+    case(
+        "test-encod-all-nan",
+        "test_encod_data",
+        ["NaN everywhere", "(3, 10, 5)"],
+        test_encod_data=np.full((3, T, N), np.nan, dtype=np.float32),
+    ),
+    case(
+        "valid-recon-all-nan",
+        V_REC,
+        ["NaN everywhere"],
+        valid_recon_data=np.full((N_VALID, T, N), np.nan, dtype=np.float32),
     ),
     case(
         "truth-shape",
@@ -276,8 +294,11 @@ def test_negative_values_accepted_for_gaussian(make_session):
     assert read_session(path, reconstruction="gaussian").recon["train"][0, 0, 0] == -1.5
 
 
-def test_batch_size_equal_to_train_trials_is_enough(make_session):
-    assert read_session(make_session(), batch_size=N_TRAIN).dims.encod_data_dim == N
+def test_one_observed_value_is_enough(make_session):
+    encod = np.full((N_TRAIN, T, N), np.nan, dtype=np.float32)
+    encod[3, 4, 2] = 1.0
+    session = read_session(make_session(train_encod_data=encod))
+    assert np.isnan(session.encod["train"]).sum() == encod.size - 1
 
 
 def test_sessions_with_different_channels_refused_when_required(make_session):

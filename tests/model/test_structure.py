@@ -52,11 +52,21 @@ def test_use_controller_follows_co_dim(co_dim, expected):
         ({"co_dim": 2, "con_dim": 0}, "con_dim"),
         ({"co_dim": 2, "ci_enc_dim": 0}, "ci_enc_dim"),
         ({"recon_seq_len": 7}, "recon_seq_len"),
+        ({"gen_dim": 6.5}, r"^model\.gen_dim = 6\.5: expected an integer >= 1$"),
+        ({"cell_clip": 0.0}, r"^model\.cell_clip = 0\.0: expected a number > 0$"),
+        ({"log_input": 1}, r"^model\.log_input = 1: expected true or false$"),
+        ({"encod_data_dims": (0,)}, "model.encod_data_dim = 0"),
+        ({"encod_seq_len": None}, "model.encod_seq_len = null"),
     ],
 )
 def test_invalid_structure_is_a_config_error_naming_the_field(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         tiny_structure(**overrides)
+
+
+def test_whole_numbers_become_integers_as_in_the_config():
+    s = tiny_structure(gen_dim=10.0, cell_clip=5)
+    assert type(s.gen_dim) is int and type(s.cell_clip) is float
 
 
 def test_no_controller_needs_no_controller_sizes():

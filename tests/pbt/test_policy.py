@@ -201,9 +201,9 @@ def test_explore_clips_at_the_range_bounds():
 def test_explore_starts_from_the_sources_values_before_this_step():
     # worker 1 copies 0 while worker 2 copies 1: worker 2 gets worker 1's *old* values
     table = {"lr_init": np.array([1e-3, 2e-3, 3e-3]), "not_searched": np.array([7.0, 8.0, 9.0])}
-    frozen = HPSpec("lr_init", 1e-5, 1e-2, None, "log", 0.0)
+    frozen = HPSpec("lr_init", 1e-5, 1e-2, None, "log", 1e-12)  # perturbations of 1e-12 at most
     new = explore(table, np.array([0, 0, 1]), [frozen], rng=np.random.default_rng(0))
-    np.testing.assert_array_equal(new["lr_init"], [1e-3, 1e-3, 2e-3])
+    np.testing.assert_allclose(new["lr_init"], [1e-3, 1e-3, 2e-3], rtol=1e-9)
     np.testing.assert_array_equal(new["not_searched"], [7.0, 7.0, 8.0])
 
 

@@ -1,7 +1,8 @@
 """Configuration: packaged YAML defaults, merged with a user file and `key.sub=value` overrides.
 
 The tree has four groups, `model`, `datamodule`, `trainer` and `pbt` (SPEC.md section 2). Unknown keys
-and values of the wrong type are errors that name the key.
+are refused by OmegaConf's struct mode; every value is then checked for type and range against the
+table of `autolfads.config.rules`. Each refusal is a one-line `ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from autolfads.config.rules import check_config
 from autolfads.errors import ConfigError
 
-__all__ = ["load_config", "packaged_config_names", "check_data_dims"]
+__all__ = ["load_config", "packaged_config_names", "check_data_dims", "check_config"]
 
 DATA_DIM_KEYS = (
     "encod_data_dim",
@@ -47,7 +49,8 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         overrides: `key.sub=value` strings, applied last.
 
     Raises:
-        ConfigError: the file is missing, a key is unknown, or a value has the wrong type.
+        ConfigError: the file is missing, a key is unknown, or a value breaks its rule
+            (`autolfads.config.rules.check_config`).
     """
     cfg = _packaged("defaults")
     OmegaConf.set_struct(cfg, True)
@@ -69,7 +72,7 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"config: {_one_line(err)}") from None
-    return cfg
+    return check_config(cfg)
 
 
 def _read_user_config(config: str | Path) -> DictConfig:

@@ -89,7 +89,8 @@ def read_sessions(
         paths: a file, a glob pattern (e.g. `"data/sess*.h5"`), or a list of either.
         reconstruction: observation model; 'poisson' needs counts >= 0, 'gamma'/'zig' values >= 0.
         allow_noninteger: accept non-integer values under 'poisson'.
-        batch_size: if given, each train split must hold at least one batch.
+        batch_size: ignored (kept so that older callers still work): any number of train
+            trials is enough, a train split smaller than a batch is one batch.
         require_equal_channels: refuse sessions whose channel counts differ.
 
     Returns:
@@ -99,7 +100,7 @@ def read_sessions(
         DataError: naming the file, the key, what was found and what was expected.
     """
     files = expand_paths(paths)
-    dims = [_check_file_layout(path, batch_size=batch_size) for path in files]
+    dims = [_check_file_layout(path) for path in files]
     validate.check_sessions_agree(files, dims, require_equal_channels=require_equal_channels)
     return [
         _load_session(path, reconstruction=reconstruction, allow_noninteger=allow_noninteger)
@@ -117,11 +118,11 @@ def read_session(
 ) -> SessionData:
     """Read and validate one session file; see `read_sessions` for the arguments.
 
-    `require_equal_channels` is accepted for symmetry with `read_sessions`; one session always
-    agrees with itself.
+    `require_equal_channels` (and the ignored `batch_size`) are accepted for symmetry with
+    `read_sessions`; one session always agrees with itself.
     """
     path = Path(path)
-    _check_file_layout(path, batch_size=batch_size)
+    _check_file_layout(path)
     return _load_session(path, reconstruction=reconstruction, allow_noninteger=allow_noninteger)
 
 
@@ -165,9 +166,9 @@ def _open(path: Path) -> h5py.File:
         ) from None
 
 
-def _check_file_layout(path: Path, *, batch_size: int | None) -> DataDims:
+def _check_file_layout(path: Path) -> DataDims:
     with _open(path) as file:
-        return validate.check_layout(path, _datasets(file), batch_size=batch_size)
+        return validate.check_layout(path, _datasets(file))
 
 
 def _load_session(path: Path, *, reconstruction: str, allow_noninteger: bool) -> SessionData:

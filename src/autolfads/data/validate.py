@@ -86,18 +86,14 @@ def check_readable(path: Path) -> None:
 # --------------------------------------------------------------------------- layout
 
 
-def check_layout(
-    path: str | os.PathLike,
-    arrays: Mapping[str, ArrayLike],
-    *,
-    batch_size: int | None = None,
-) -> DataDims:
+def check_layout(path: str | os.PathLike, arrays: Mapping[str, ArrayLike]) -> DataDims:
     """Check keys, dtypes and shapes of one session and return its dimensions.
+
+    Any number of train trials is enough: a train split smaller than a batch is one batch.
 
     Args:
         path: the file, named in error messages.
         arrays: every dataset of the file by key; only `.shape` and `.dtype` are used.
-        batch_size: if given, the train split must hold at least this many trials.
 
     Raises:
         DataError: the first violation found.
@@ -120,7 +116,6 @@ def check_layout(
     _check_truth(path, arrays, splits, enc, t_rec, n_rec)
     _check_inds(path, arrays, splits, enc)
     _check_conversion_factor_shape(path, arrays)
-    _check_batch_size(path, enc["train"][0], batch_size)
     return DataDims(
         encod_data_dim=enc["train"][2],
         encod_seq_len=enc["train"][1],
@@ -274,16 +269,6 @@ def _check_conversion_factor_shape(path, arrays) -> None:
         )
 
 
-def _check_batch_size(path, n_train: int, batch_size: int | None) -> None:
-    if batch_size is not None and n_train < batch_size:
-        raise fail(
-            path,
-            "train_encod_data",
-            f"has {n_train} trials, fewer than one batch (batch_size={batch_size})",
-            f"at least {batch_size} trials, or a smaller datamodule.batch_size",
-        )
-
-
 # --------------------------------------------------------------------------- values
 
 
@@ -297,9 +282,10 @@ def check_values(
 ) -> None:
     """Check the values of one loaded array of the model (data, target, input or truth).
 
-    Inf is never allowed. NaN ("not observed") is allowed only in `*_encod_data`/`*_recon_data`.
-    For those two, the observation model adds: >= 0 for poisson/gamma/zig, and integer counts
-    for poisson unless `allow_noninteger`.
+    Inf is never allowed. NaN ("not observed") is allowed only in `*_encod_data`/`*_recon_data`,
+    and not everywhere in one of them (a split with nothing observed). For those two, the
+    observation model adds: >= 0 for poisson/gamma/zig, and integer counts for poisson unless
+    `allow_noninteger`.
 
     Raises:
         DataError: naming the first offending element.
@@ -309,6 +295,13 @@ def check_values(
     if not is_data:
         _check_no(path, key, array, np.isnan(array), "NaN", "no NaN (NaN is allowed in data only)")
         return
+    if array.size and np.isnan(array).all():
+        raise fail(
+            path,
+            key,
+            f"is NaN everywhere (nothing observed in shape {tuple(array.shape)})",
+            "at least one observed (non-NaN) value; NaN marks unobserved entries",
+        )
     model = str(reconstruction).lower()
     with np.errstate(invalid="ignore"):
         if model in NONNEGATIVE_MODELS:

@@ -7,9 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autolfads.config.rules import RULES, check_controller_sizes
 from autolfads.errors import ConfigError
 
 __all__ = ["LFADSStructure"]
+
+_REQUIRED = ("encod_seq_len", "recon_seq_len", "ext_input_dim")  # never null in a structure
 
 
 @dataclass(frozen=True)
@@ -48,17 +51,16 @@ class LFADSStructure:
             raise ConfigError(
                 "LFADS structure: one encod and one recon dimension per session needed"
             )
-        positive = ("ic_enc_dim", "ic_dim", "gen_dim", "fac_dim", "encod_seq_len", "recon_seq_len")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("co_dim", "ext_input_dim", "ci_lag"):
-            if int(getattr(self, name)) < 0:
-                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
-        if self.co_dim > 0 and (self.ci_enc_dim < 1 or self.con_dim < 1):
-            raise ConfigError(
-                "model.ci_enc_dim and model.con_dim must be >= 1 when model.co_dim > 0"
-            )
+        for name in _FIELDS_WITH_RULES:  # the rules of the config table, values in normal form
+            rule = RULES[f"model.{name}"]
+            if name in _REQUIRED:
+                rule = dataclasses.replace(rule, nullable=False, note="")
+            object.__setattr__(self, name, rule.check(f"model.{name}", getattr(self, name)))
+        for dims in ("encod_data_dims", "recon_data_dims"):
+            key = f"model.{dims[:-1]}"
+            values = tuple(RULES[key].check(key, d) for d in getattr(self, dims))
+            object.__setattr__(self, dims, values)
+        check_controller_sizes(self.co_dim, self.ci_enc_dim, self.con_dim)
         if self.recon_seq_len < self.encod_seq_len:
             raise ConfigError(
                 f"recon_seq_len ({self.recon_seq_len}) must be >= encod_seq_len ({self.encod_seq_len})"
@@ -124,3 +126,8 @@ class LFADSStructure:
             recon_seq_len=int(first["recon_seq_len"]),
             **kwargs,
         )
+
+
+_FIELDS_WITH_RULES = tuple(
+    f.name for f in dataclasses.fields(LFADSStructure) if f"model.{f.name}" in RULES
+)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autolfads.config.rules import HP_ENTRY_RULES, check_hp_entry
 from autolfads.errors import ConfigError
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 HPTable = dict[str, np.ndarray]
 """Searched hyperparameter name -> (K,) float64 values, one per worker."""
 
-SAMPLING_MODES = ("log", "uniform")
+SAMPLING_MODES = HP_ENTRY_RULES["sample"].choices
 DEFAULT_EXPLORE_SCALE = 0.3
 _SPEC_KEYS = ("min", "max", "init", "sample", "explore_scale")
 
@@ -38,10 +39,12 @@ class HPSpec:
 
     Attributes:
         name: the model field it sets (e.g. `lr_init`).
-        min, max: the closed range every worker's value stays in.
+        min, max: the closed range every worker's value stays in; min < max.
         init: a fixed starting value for every worker, or None to sample each worker in [min, max].
         sample: `log` (log-uniform, needs min > 0) or `uniform`.
-        explore_scale: p in [0, 1); explore multiplies a copied value by a factor in [1 - p, 1 + p].
+        explore_scale: p in (0, 1); explore multiplies a copied value by a factor in [1 - p, 1 + p].
+
+    The fields follow the rules of `autolfads.config.rules.check_hp_entry` (ConfigError otherwise).
     """
 
     name: str
@@ -52,31 +55,11 @@ class HPSpec:
     explore_scale: float
 
     def __post_init__(self) -> None:
-        for field in ("min", "max", "explore_scale"):
-            object.__setattr__(self, field, self._as_finite_float(field, getattr(self, field)))
-        if self.init is not None:
-            object.__setattr__(self, "init", self._as_finite_float("init", self.init))
-        if self.min > self.max:
-            self._fail("max", self.max, f"must be >= min ({self.min})")
-        if self.sample not in SAMPLING_MODES:
-            self._fail("sample", self.sample, f"expected one of {', '.join(SAMPLING_MODES)}")
-        if self.sample == "log" and self.min <= 0:
-            self._fail("min", self.min, "must be > 0 for log sampling (use sample: uniform)")
-        if self.init is not None and not self.min <= self.init <= self.max:
-            self._fail("init", self.init, f"must lie in [min, max] = [{self.min}, {self.max}]")
-        if not 0.0 <= self.explore_scale < 1.0:
-            self._fail("explore_scale", self.explore_scale, "must lie in [0, 1)")
-
-    def _fail(self, field: str, value: object, rule: str) -> None:
-        raise ConfigError(f"pbt.hps.{self.name}.{field} = {value!r}: {rule}")
-
-    def _as_finite_float(self, field: str, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            self._fail(field, value, "expected a number")
-        number = float(value)  # type: ignore[arg-type]
-        if not math.isfinite(number):
-            self._fail(field, value, "expected a finite number")
-        return number
+        checked = check_hp_entry(
+            self.name, self.min, self.max, self.init, self.sample, self.explore_scale
+        )
+        for field, value in zip(_SPEC_KEYS, checked, strict=True):
+            object.__setattr__(self, field, value)
 
 
 def hp_specs_from_config(hps: Mapping[str, Mapping]) -> list[HPSpec]:

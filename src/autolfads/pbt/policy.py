@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autolfads.errors import ConfigError
+from autolfads.config.rules import RULES, check_value
 from autolfads.pbt.hps import HPSpec, HPTable, sample_values
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "update_best",
 ]
 
-EXPLOIT_METHODS = ("binary_tournament", "truncation", "none")
+EXPLOIT_METHODS = RULES["pbt.exploit.method"].choices
 SMOOTHING_WEIGHT = 0.7
 """Weight of the current value in `valid/recon_smth` (SPEC.md section 5)."""
 
@@ -96,8 +96,7 @@ def truncation(
     Returns:
         (K,) int64 source indices.
     """
-    if not 0.0 < quantile <= 0.5:
-        raise ConfigError(f"pbt.exploit.quantile = {quantile!r}: expected a value in (0, 0.5]")
+    quantile = check_value("pbt.exploit.quantile", quantile)
     scores = _as_scores(scores)
     finite = np.isfinite(scores)
     ranked = np.argsort(np.where(finite, scores, np.inf), kind="stable")  # best first
@@ -134,9 +133,8 @@ def exploit(
         return truncation(scores, quantile=quantile, rng=rng)
     if method == "none":  # fixed hyperparameters: the population trains as independent models
         return np.arange(len(scores), dtype=np.int64)
-    raise ConfigError(
-        f"pbt.exploit.method = {method!r}: expected one of {', '.join(EXPLOIT_METHODS)}"
-    )
+    check_value("pbt.exploit.method", method)
+    raise AssertionError(f"pbt.exploit.method {method!r} is allowed but not handled")
 
 
 def _check_sources(sources: np.ndarray, n_workers: int) -> np.ndarray:
@@ -176,11 +174,7 @@ def explore(
     Returns:
         name -> (K,) float64 new values.
     """
-    if not 0.0 <= resample_probability <= 1.0:
-        raise ConfigError(
-            f"pbt.explore.resample_probability = {resample_probability!r}: "
-            "expected a value in [0, 1]"
-        )
+    resample_probability = check_value("pbt.explore.resample_probability", resample_probability)
     n_workers = len(sources)
     sources = _check_sources(sources, n_workers)
     for name, values in table.items():
@@ -291,12 +285,8 @@ def should_stop(
             workers diverged.
         generation: the number of generations finished so far (the index of the next one).
     """
-    if patience < 1:
-        raise ConfigError(f"pbt.patience = {patience!r}: expected an integer >= 1")
-    if min_improvement_ratio < 0:
-        raise ConfigError(
-            f"pbt.min_improvement_ratio = {min_improvement_ratio!r}: expected a value >= 0"
-        )
+    patience = check_value("pbt.patience", patience)
+    min_improvement_ratio = check_value("pbt.min_improvement_ratio", min_improvement_ratio)
     if max_generations is not None and generation >= max_generations:
         return StopDecision(True, f"reached max_generations ({max_generations})")
     stalled = _generations_without_improvement(best_per_generation, min_improvement_ratio)

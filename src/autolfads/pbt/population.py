@@ -226,9 +226,6 @@ def run_pbt(
 ) -> PBTResult:
     """Run AutoLFADS on `sessions`, writing fitlog.csv, pbt_history.csv and pbt_state.pt into `out`."""
     seed = int(cfg.seed)
-    n_workers = int(cfg.pbt.num_workers)
-    if n_workers < 1:
-        raise ConfigError(f"pbt.num_workers must be >= 1, got {n_workers}")
     structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
     settings = TrainSettings.from_config(cfg)
     specs = _searched_specs(cfg)

@@ -21,7 +21,7 @@ def run_command(args: argparse.Namespace) -> int:
         overrides.append(f"pbt.address={args.address}")
     cfg = config_from_args(args, overrides)
     check_device(str(cfg.device))
-    sessions = load_sessions(paths, cfg)
+    sessions = load_sessions(paths, cfg, quiet=args.quiet)
     out = prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     try:
         result = run_pbt(cfg, sessions, out, resume=args.resume, quiet=args.quiet)

@@ -72,7 +72,8 @@ def epoch_batches(
 ) -> list[tuple[int, Tensor]]:
     """One epoch of training batches: (session, trial indices), shuffled, sessions interleaved.
 
-    A trailing partial batch is kept only if it holds at least half a batch.
+    A trailing partial batch is kept only if it holds at least half a batch; a train split smaller
+    than `batch_size` is one batch of all its trials.
     """
     batches: list[tuple[int, Tensor]] = []
     for s, d in enumerate(data):

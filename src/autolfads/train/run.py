@@ -24,7 +24,7 @@ def train_command(args: argparse.Namespace) -> int:
         )
     cfg = config_from_args(args, overrides)
     check_device(str(cfg.device))
-    sessions = load_sessions(paths, cfg)
+    sessions = load_sessions(paths, cfg, quiet=args.quiet)
     out = prepare_out_dir(args.out, overwrite=args.overwrite)
     result = fit_single_model(cfg, sessions, out, quiet=args.quiet)
     written = write_final_outputs(out, result.model, sessions, cfg, out / "fitlog.csv")
