@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from autolfads.commands.workflow import load_sessions, prepare_out_dir
 from autolfads.config import load_config
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.population import run_pbt
-from autolfads.workflow import load_sessions, prepare_out_dir
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ import torch
 from omegaconf import DictConfig
 
 from autolfads.analysis.metrics import poisson_nll, r2_score
+from autolfads.commands.workflow import prepare_out_dir
 from autolfads.config import load_config
 from autolfads.data import read_sessions
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.train.fit import fit_single_model
-from autolfads.workflow import prepare_out_dir
 
 
 def simulate_data(out: Path, seed: int) -> Path:

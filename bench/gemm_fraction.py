@@ -70,8 +70,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 import population as pop  # noqa: E402
 
+from autolfads.data.tensors import SessionTensors  # noqa: E402
 from autolfads.model import fused  # noqa: E402
-from autolfads.train.data import SessionTensors  # noqa: E402
 from autolfads.train.shard import Shard  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from autolfads.analysis.metrics import poisson_nll, r2_score
+from autolfads.commands.workflow import load_sessions, prepare_out_dir
 from autolfads.config import load_config
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.population import run_pbt
-from autolfads.workflow import load_sessions, prepare_out_dir
 
 
 def run_one(method: str, args: argparse.Namespace, data: Path, out: Path) -> dict:

@@ -48,8 +48,8 @@ import torch
 
 from autolfads.config import load_config
 from autolfads.data import SessionData
+from autolfads.data.tensors import SessionTensors, to_tensors
 from autolfads.model.structure import LFADSStructure
-from autolfads.train.data import SessionTensors, to_tensors
 from autolfads.train.fit import hps_from_config
 from autolfads.train.shard import Shard, TrainSettings
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a pack
 from chaotic_rnn import simulate_data, training_config  # noqa: E402
 
 from autolfads.analysis.metrics import r2_score  # noqa: E402
+from autolfads.commands.workflow import prepare_out_dir  # noqa: E402
 from autolfads.data import read_sessions  # noqa: E402
 from autolfads.train.fit import fit_single_model  # noqa: E402
-from autolfads.workflow import prepare_out_dir  # noqa: E402
 
 
 def rescale_counts(path, scale: float, seed: int) -> None:

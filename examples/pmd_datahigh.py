@@ -6,7 +6,7 @@ The data are DataHigh's example 2 (Byron Yu's lab; see the README.md next to the
 1. bins the first 1000 ms at 20 ms (50 bins), holds out ~25 % of the neurons (chosen at random with
    a fixed seed; they are reconstruction-only channels appended last, so `{split}_encod_data` has
    N_in channels and `{split}_recon_data` N_in + N_out), splits trials 80/20 within condition and
-   writes the session file of SPEC.md section 1 (`OUT/pmd_datahigh.h5`);
+   writes the session file of docs/data-format.md (`OUT/pmd_datahigh.h5`);
 2. runs AutoLFADS on it (`autolfads run`, through `autolfads.cli.main`) into `OUT/autolfads/`;
 3. scores co-bps (bits/spike on the held-out neurons of the valid trials) of the AutoLFADS rates
    (`autolfads.analysis.evaluate`) and of a smoothing + Poisson GLM baseline
@@ -116,7 +116,7 @@ def session_arrays(
     heldout: np.ndarray,
     split_inds: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """The SPEC.md section 1 datasets: held-in encod data, held-in + held-out recon data, and labels."""
+    """The docs/data-format.md datasets: held-in encod data, held-in + held-out recon data, and labels."""
     arrays: dict[str, np.ndarray] = {}
     recon_order = np.concatenate([heldin, heldout])  # held-out neurons are the last channels
     for split, inds in split_inds.items():

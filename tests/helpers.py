@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from autolfads.data.tensors import SessionTensors
 from autolfads.model.structure import LFADSStructure
-from autolfads.train.data import SessionTensors
 from autolfads.train.shard import HP_NAMES, TrainSettings
 
 TINY_DIMS: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Tests of the `autolfads` command line (SPEC.md section 4): exit codes and one-line errors."""
+"""Tests of the `autolfads` command line (README): exit codes and one-line errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `autolfads` command line (SPEC.md section 4).
+"""The `autolfads` command line (README).
 
 Exit status: 0 done; 2 bad input or usage (one line on stderr); 1 internal error; 130 interrupted.
 """
@@ -21,13 +21,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split positional words into (data paths, `key=value` overrides)."""
-    paths = [s for s in items if "=" not in s]
-    overrides = [s for s in items if "=" in s]
-    return paths, overrides
-
-
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from autolfads.data.synthetic import simulate_to_file
 
@@ -38,19 +31,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from autolfads.train.run import train_command
+    from autolfads.commands.train import train_command
 
     return train_command(args)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from autolfads.outputs.sample import sample_command
+    from autolfads.commands.sample import sample_command
 
     return sample_command(args)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from autolfads.pbt.run import run_command
+    from autolfads.commands.run import run_command
 
     return run_command(args)
 
@@ -84,7 +77,7 @@ def _cmd_fixed_points(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from autolfads.demo import demo_command
+    from autolfads.commands.demo import demo_command
 
     return demo_command(args)
 
@@ -104,7 +97,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every SPEC.md command registered."""
+    """The argument parser with every command registered."""
     parser = _Parser(prog="autolfads", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)

@@ -8,7 +8,7 @@ class AutoLFADSError(Exception):
 
 
 class DataError(AutoLFADSError):
-    """An input data file breaks the layout of SPEC.md section 1.
+    """An input data file breaks the layout of docs/data-format.md.
 
     The message names the file, the key, what was found and what was expected.
     """

@@ -278,6 +278,6 @@ def test_a_searched_range_inside_its_keys_rule_is_accepted():
 
 
 def test_hp_entry_rules_cover_every_field_of_an_entry():
-    from autolfads.pbt.hps import _SPEC_KEYS
+    from autolfads.config.hps import _SPEC_KEYS
 
     assert tuple(HP_ENTRY_RULES) == _SPEC_KEYS

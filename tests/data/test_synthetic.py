@@ -1,4 +1,4 @@
-"""Tests of the synthetic datasets (SPEC.md section 6): ground truth, statistics, layout."""
+"""Tests of the synthetic datasets (README, `autolfads simulate`): ground truth, statistics, layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the `calcium` (2-photon, RADICaL) and `emg` simulators (SPEC.md section 6)."""
+"""Tests of the `calcium` (2-photon, RADICaL) and `emg` simulators (README, `autolfads simulate`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every layout violation of SPEC.md section 1 is one DataError line naming file, key and values."""
+"""Every layout violation of docs/data-format.md is one DataError line naming file, key and values."""
 
 from __future__ import annotations
 

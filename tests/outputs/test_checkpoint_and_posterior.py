@@ -6,11 +6,11 @@ import torch
 from helpers import default_hps, tiny_structure
 
 from autolfads.data import SessionData
+from autolfads.data.tensors import encoder_input
 from autolfads.errors import DataError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.posterior import OUTPUT_FIELDS, posterior_average
-from autolfads.train.augment import encoder_input
 
 
 def _session(tmp_path, n=5, t=8, n_ch=6, seed=0):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from autolfads.analysis.metrics import smooth_metric
 from autolfads.errors import ConfigError
 from autolfads.pbt.hps import HPSpec
 from autolfads.pbt.policy import (
@@ -16,7 +17,6 @@ from autolfads.pbt.policy import (
     exploit,
     explore,
     should_stop,
-    smooth_metric,
     truncation,
     update_best,
 )

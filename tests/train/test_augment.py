@@ -10,11 +10,12 @@ import torch
 from helpers import poisson_counts, tiny_structure, torch_threads
 from torch import distributions as D
 
+from autolfads.data.tensors import encoder_input
 from autolfads.model import fused
 from autolfads.model.batched import uniform_like
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.observations import Poisson
-from autolfads.train.augment import coordinated_dropout, encoder_input, prepare_batch
+from autolfads.train.augment import coordinated_dropout, prepare_batch
 from autolfads.train.objective import lfads_loss, masked_mean_nll
 
 B, T_ENC, N_ENC = 6, 8, 5

@@ -259,7 +259,7 @@ def test_read_only_arrays_as_ray_delivers_them_become_tensors_without_a_warning(
     # Ray's object store hands actors read-only NumPy arrays; pytest turns torch's "not writable"
     # warning into an error (pyproject filterwarnings), so this fails if a table or data is shared
     from autolfads.data import SessionData
-    from autolfads.train.data import to_tensors
+    from autolfads.data.tensors import to_tensors
 
     hps = {name: np.array(values) for name, values in default_hps(2).items()}
     for values in hps.values():

@@ -1,4 +1,4 @@
-"""Evaluation of fitted models: the metrics of SPEC.md section 5 (bits/spike, R^2, decoding).
+"""Evaluation of fitted models: the metrics of docs/data-format.md, Metrics (bits/spike, R^2, decoding).
 
 Shape legend: B trials, T bins, N channels, D behaviour dimensions.
 """

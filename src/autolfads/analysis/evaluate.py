@@ -1,4 +1,4 @@
-"""`autolfads evaluate OUT`: the SPEC.md section 5 metrics of a finished run, printed and saved."""
+"""`autolfads evaluate OUT`: the docs/data-format.md, Metrics metrics of a finished run, printed and saved."""
 
 from __future__ import annotations
 

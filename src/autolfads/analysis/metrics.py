@@ -1,4 +1,4 @@
-"""Evaluation metrics of SPEC.md section 5: likelihoods, bits per spike, rate and behaviour R^2.
+"""Evaluation metrics of docs/data-format.md, Metrics: likelihoods, bits per spike, rate and behaviour R^2.
 
 Arrays are numpy and results plain floats. NaN in the observed data (counts, truth, behaviour)
 means "not observed" (SBTT): those entries are left out of every sum and mean.
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from autolfads.data import SessionData
 
 __all__ = [
+    "SMOOTHING_WEIGHT",
+    "smooth_metric",
     "RATE_FLOOR",
     "bits_per_spike",
     "co_bps",
@@ -324,3 +326,17 @@ def _behavior_r2(output_params: dict[str, np.ndarray], extra: dict[str, np.ndarr
             )
         pairs[split] = (rates[:, : behavior.shape[1]], behavior)
     return ridge_decoding_r2(*pairs["train"], *pairs["valid"])
+
+
+SMOOTHING_WEIGHT = 0.7
+"""Weight of the current value in `valid/recon_smth`."""
+
+
+def smooth_metric(current: float, previous_smoothed: float | None) -> float:
+    """Exponentially smoothed metric: `0.7 * current + 0.3 * previous` (docs/data-format.md, Metrics).
+
+    The first value (`previous_smoothed` None) is `current`. NaN in either stays NaN.
+    """
+    if previous_smoothed is None:
+        return float(current)
+    return SMOOTHING_WEIGHT * float(current) + (1.0 - SMOOTHING_WEIGHT) * float(previous_smoothed)

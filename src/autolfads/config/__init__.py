@@ -1,6 +1,6 @@
 """Configuration: packaged YAML defaults, merged with a user file and `key.sub=value` overrides.
 
-The tree has four groups, `model`, `datamodule`, `trainer` and `pbt` (SPEC.md section 2). Unknown keys
+The tree has four groups, `model`, `datamodule`, `trainer` and `pbt` (README, Configuration). Unknown keys
 are refused by OmegaConf's struct mode; every value is then checked for type and range against the
 table of `autolfads.config.rules`. Each refusal is a one-line `ConfigError` naming the key.
 """
@@ -14,10 +14,18 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from autolfads.config.rules import check_config
-from autolfads.errors import ConfigError
+from autolfads.config.hps import hp_specs_from_config
+from autolfads.config.rules import check_config, check_searched
+from autolfads.errors import ConfigError, UsageError
 
-__all__ = ["load_config", "packaged_config_names", "check_data_dims", "check_config"]
+__all__ = [
+    "load_config",
+    "packaged_config_names",
+    "check_data_dims",
+    "check_config",
+    "check_device",
+    "split_overrides",
+]
 
 DATA_DIM_KEYS = (
     "encod_data_dim",
@@ -72,7 +80,10 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"config: {_one_line(err)}") from None
-    return check_config(cfg)
+    check_config(cfg)
+    for spec in hp_specs_from_config(cfg.pbt.hps):  # each searched range within its key's rule
+        check_searched(spec.name, spec.min, spec.max, spec.init)
+    return cfg
 
 
 def _read_user_config(config: str | Path) -> DictConfig:
@@ -119,3 +130,26 @@ def check_data_dims(
     if fill:
         for key in DATA_DIM_KEYS:
             cfg.model[key] = int(dims[key])
+
+
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split a command's positional words into (data paths, `key=value` overrides)."""
+    paths = [s for s in items if "=" not in s]
+    overrides = [s for s in items if "=" in s]
+    return paths, overrides
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work.
+
+    Raises:
+        UsageError: `device` is not cpu, cuda or cuda:N, or CUDA is not available here.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")

@@ -421,10 +421,6 @@ def check_config(cfg: DictConfig) -> DictConfig:
             OmegaConf.update(cfg, key, checked, force_add=False)
     model = cfg.model
     check_controller_sizes(model.co_dim, model.ci_enc_dim, model.con_dim)
-    from autolfads.pbt.hps import hp_specs_from_config  # the parser of pbt.hps entries
-
-    for spec in hp_specs_from_config(cfg.pbt.hps):
-        check_searched(spec.name, spec.min, spec.max, spec.init)
     return cfg
 
 

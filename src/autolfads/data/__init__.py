@@ -1,4 +1,4 @@
-"""The HDF5 data layer: session files of SPEC.md section 1, read, validated and written back.
+"""The HDF5 data layer: session files of docs/data-format.md, read, validated and written back.
 
 Shape legend: B trials, T bins, N channels, E external inputs.
 """

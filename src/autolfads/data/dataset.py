@@ -1,4 +1,4 @@
-"""Reading session files (SPEC.md section 1) into memory, after validating them.
+"""Reading session files (docs/data-format.md) into memory, after validating them.
 
 One HDF5 file is one recording session. Several files (a list or a glob pattern) are several
 sessions, stitched by the model through per-session read-in/read-out layers.

@@ -1,4 +1,4 @@
-"""Import a Neural Latents Benchmark (NLB) NWB file into a session file of SPEC.md section 1.
+"""Import a Neural Latents Benchmark (NLB) NWB file into a session file of docs/data-format.md.
 
 NWB files are HDF5, so this reads them with h5py alone (neither pynwb nor nlb_tools is needed).
 It assumes the NWB 2.x layout of the NLB DANDI files (Pei et al. 2021):

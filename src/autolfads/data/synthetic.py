@@ -1,6 +1,6 @@
-"""Synthetic datasets with known ground truth (SPEC.md section 6; `autolfads simulate`).
+"""Synthetic datasets with known ground truth (README, `autolfads simulate`; `autolfads simulate`).
 
-Every simulator returns the arrays of a session file (SPEC.md section 1):
+Every simulator returns the arrays of a session file (docs/data-format.md):
 
 - `train_encod_data`, `valid_encod_data`, `train_recon_data`, `valid_recon_data`: (B, T, N)
   observations; encod and recon are the same array.
@@ -787,7 +787,7 @@ def _session(
     valid_fraction: float,
     extras: Mapping[str, np.ndarray],
 ) -> Arrays:
-    """Poisson spikes from rates (B, T, N) in Hz, split within conditions, in SPEC.md §1 layout."""
+    """Poisson spikes from rates (B, T, N) in Hz, split within conditions, in docs/data-format.md layout."""
     counts = noise_rng.poisson(rates_hz * dt).astype(np.int32)
     return _split_session(counts, rates_hz, condition, split_rng, valid_fraction, extras, 1.0 / dt)
 
@@ -801,7 +801,7 @@ def _split_session(
     extras: Mapping[str, np.ndarray],
     conversion_factor: float,
 ) -> Arrays:
-    """Data and truth (B, T, N) and per-trial `extras`, split within conditions (SPEC.md §1).
+    """Data and truth (B, T, N) and per-trial `extras`, split within conditions (docs/data-format.md).
 
     encod and recon data are the same array; the truth is stored as float32.
     """

@@ -1,4 +1,4 @@
-"""Checks that a session file follows the layout of SPEC.md section 1.
+"""Checks that a session file follows the layout of docs/data-format.md.
 
 Two stages, so that a bad file is refused before its arrays are loaded:
 `check_layout` works on shapes and dtypes alone (h5py dataset metadata, or arrays), and
@@ -80,7 +80,12 @@ def check_readable(path: Path) -> None:
     if not path.is_file():
         raise fail(path, None, "is not a regular file", "an HDF5 session file")
     if not h5py.is_hdf5(path):
-        raise fail(path, None, "is not an HDF5 file", "an HDF5 session file (.h5) of SPEC.md §1")
+        raise fail(
+            path,
+            None,
+            "is not an HDF5 file",
+            "an HDF5 session file (.h5) as docs/data-format.md describes",
+        )
 
 
 # --------------------------------------------------------------------------- layout

@@ -1,4 +1,4 @@
-"""Writing model outputs next to a copy of the session's input file (SPEC.md section 3)."""
+"""Writing model outputs next to a copy of the session's input file (docs/data-format.md, Outputs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a run leaves behind: posterior outputs, model checkpoint, fit log, zip (SPEC.md section 3)."""
+"""What a run leaves behind: posterior outputs, model checkpoint, fit log, zip (docs/data-format.md, Outputs)."""
 
 from autolfads.outputs.checkpoint import LFADS as LFADS
 

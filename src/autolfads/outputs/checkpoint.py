@@ -15,11 +15,11 @@ import torch
 
 from autolfads._atomic import atomic_path
 from autolfads.data import SessionData
+from autolfads.data.tensors import to_tensors
 from autolfads.errors import DataError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.posterior import all_sessions_posterior
-from autolfads.train.data import to_tensors
 
 __all__ = ["LFADS", "CHECKPOINT_FORMAT"]
 

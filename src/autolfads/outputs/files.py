@@ -1,4 +1,4 @@
-"""Names of a run's per-session output files (`lfads_output_sess{i}.h5`, SPEC.md section 3)."""
+"""Names of a run's per-session output files (`lfads_output_sess{i}.h5`, docs/data-format.md, Outputs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`fitlog.csv`: one row per worker per epoch (SPEC.md section 3)."""
+"""`fitlog.csv`: one row per worker per epoch (docs/data-format.md, Outputs)."""
 
 from __future__ import annotations
 

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autolfads.data.tensors import SessionTensors, encoder_input
 from autolfads.model.fused import kernels_for
 from autolfads.model.lfads import LFADSNetwork
-from autolfads.train.augment import encoder_input
-from autolfads.train.data import SessionTensors
 
 __all__ = [
     "OUTPUT_FIELDS",
@@ -25,7 +24,7 @@ __all__ = [
     "as_output_datasets",
 ]
 
-# Output datasets per split (SPEC.md section 3), each n x ... per trial.
+# Output datasets per split (docs/data-format.md, Outputs), each n x ... per trial.
 OUTPUT_FIELDS = (
     "output_params",
     "factors",

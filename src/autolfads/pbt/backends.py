@@ -3,23 +3,21 @@
 
 A backend exposes two calls: `call(i, method, *args)` on shard i and `call_all(method, args_per_shard)`
 on every shard (in parallel where the backend can). The methods are those of `ShardRunner`.
-This module never imports Ray itself: `ShardLost` can be caught without it.
+This module never imports Ray itself.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any, Protocol
-
-import torch
 
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError
 from autolfads.model.fused import load_kernels
 from autolfads.model.structure import LFADSStructure
-from autolfads.pbt.runner import ShardRunner, ShardSpec
+from autolfads.pbt.resources import cpu_count, gpu_count, ray_address, ray_available
+from autolfads.pbt.runner import ShardLost, ShardRunner, ShardSpec
 
 __all__ = [
     "Backend",
@@ -31,23 +29,6 @@ __all__ = [
     "ray_address",
     "ray_available",
 ]
-
-
-class ShardLost(RuntimeError):
-    """A shard's process (Ray actor) or its node died; its state is gone.
-
-    The driver restarts the shard (`backend.restart(shard)`) and reloads every shard from the last
-    generation checkpoint.
-
-    Attributes:
-        shard: the first lost shard's index.
-        shards: every shard found lost by the failed call (a lost node takes all of its shards).
-    """
-
-    def __init__(self, shard: int, message: str, shards: tuple[int, ...] | None = None) -> None:
-        super().__init__(message)
-        self.shard = int(shard)
-        self.shards = tuple(shards) if shards else (self.shard,)
 
 
 class Backend(Protocol):
@@ -86,32 +67,6 @@ class InlineBackend:
         self.runners = []
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask where the OS reports one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def ray_available() -> bool:
-    """True if Ray can be imported."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def ray_address(configured: str | None) -> str | None:
-    """The Ray cluster to join: `pbt.address` if set, else $RAY_ADDRESS, else None (a local Ray)."""
-    return configured or os.environ.get("RAY_ADDRESS") or None
-
-
-def _gpu_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def auto_plan(
     n_workers: int,
     structure: LFADSStructure,
@@ -136,7 +91,7 @@ def auto_plan(
     """
     n_workers = max(1, int(n_workers))
     if device.startswith("cuda"):
-        shards = min(n_workers, max(1, _gpu_count() if gpus is None else int(gpus)))
+        shards = min(n_workers, max(1, gpu_count() if gpus is None else int(gpus)))
         return math.ceil(n_workers / shards), 1
     if device != "cpu":
         return n_workers, 1
@@ -156,7 +111,7 @@ def _auto_picks_ray(specs: Sequence[ShardSpec], address: str | None) -> bool:
     if len(specs) < 2:
         return False
     on_cuda = any(spec.device.startswith("cuda") for spec in specs)
-    return cpu_count() > 1 or (on_cuda and _gpu_count() >= len(specs))
+    return cpu_count() > 1 or (on_cuda and gpu_count() >= len(specs))
 
 
 def make_backend(

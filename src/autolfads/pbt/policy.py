@@ -25,8 +25,6 @@ __all__ = [
     "truncation",
     "exploit",
     "explore",
-    "smooth_metric",
-    "SMOOTHING_WEIGHT",
     "StopDecision",
     "should_stop",
     "best_worker",
@@ -35,8 +33,6 @@ __all__ = [
 ]
 
 EXPLOIT_METHODS = RULES["pbt.exploit.method"].choices
-SMOOTHING_WEIGHT = 0.7
-"""Weight of the current value in `valid/recon_smth` (SPEC.md section 5)."""
 
 
 def _as_scores(scores: np.ndarray) -> np.ndarray:
@@ -220,16 +216,6 @@ def ranking_scores(metrics: dict[str, np.ndarray], metric: str) -> np.ndarray:
     values = np.asarray(metrics[metric], dtype=np.float64)
     scores = -values if metric in HIGHER_IS_BETTER else values.copy()
     return np.where(np.isfinite(scores), scores, np.nan)
-
-
-def smooth_metric(current: float, previous_smoothed: float | None) -> float:
-    """Exponentially smoothed metric: `0.7 * current + 0.3 * previous` (SPEC.md section 5).
-
-    The first value (`previous_smoothed` None) is `current`. NaN in either stays NaN.
-    """
-    if previous_smoothed is None:
-        return float(current)
-    return SMOOTHING_WEIGHT * float(current) + (1.0 - SMOOTHING_WEIGHT) * float(previous_smoothed)
 
 
 @dataclass(frozen=True)

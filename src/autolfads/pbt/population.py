@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from autolfads._atomic import atomic_path
+from autolfads.analysis.metrics import smooth_metric
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError, UsageError
 from autolfads.model.structure import LFADSStructure
@@ -40,7 +41,6 @@ from autolfads.pbt.policy import (
     explore,
     ranking_scores,
     should_stop,
-    smooth_metric,
     update_best,
 )
 from autolfads.pbt.runner import ShardSpec

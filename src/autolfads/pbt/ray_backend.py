@@ -31,8 +31,8 @@ import torch
 
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError
-from autolfads.pbt.backends import ShardLost, cpu_count
-from autolfads.pbt.runner import ShardRunner, ShardSpec
+from autolfads.pbt.resources import cpu_count
+from autolfads.pbt.runner import ShardLost, ShardRunner, ShardSpec
 
 __all__ = ["RayBackend", "start_ray"]
 

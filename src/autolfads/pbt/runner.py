@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from autolfads.data import SessionData
+from autolfads.data.tensors import to_tensors
 from autolfads.model.structure import LFADSStructure
-from autolfads.train.data import to_tensors
 from autolfads.train.fit import validation_extras
 from autolfads.train.shard import Shard, TrainSettings
 
-__all__ = ["ShardSpec", "ShardRunner"]
+__all__ = ["ShardSpec", "ShardRunner", "ShardLost"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,20 @@ class ShardRunner:
     def ping(self) -> bool:
         """Liveness check."""
         return True
+
+
+class ShardLost(RuntimeError):
+    """A shard's process (Ray actor) or its node died; its state is gone.
+
+    The driver restarts the shard (`backend.restart(shard)`) and reloads every shard from the last
+    generation checkpoint.
+
+    Attributes:
+        shard: the first lost shard's index.
+        shards: every shard found lost by the failed call (a lost node takes all of its shards).
+    """
+
+    def __init__(self, shard: int, message: str, shards: tuple[int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.shard = int(shard)
+        self.shards = tuple(shards) if shards else (self.shard,)

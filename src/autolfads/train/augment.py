@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from autolfads.data.tensors import encoder_input
 from autolfads.model.batched import draw_seed, per_worker, uniform_like
 from autolfads.model.fused import kernels_for
 
-__all__ = ["PreparedBatch", "prepare_batch", "encoder_input", "coordinated_dropout"]
+__all__ = ["PreparedBatch", "prepare_batch", "coordinated_dropout"]
 
 
 @dataclass
@@ -29,21 +30,6 @@ class PreparedBatch:
     loss_mask: Tensor  # (K|1, B, T_rec, N_rec) float, 1 where the entry counts in the loss
     grad_mask: Tensor | None  # (K, B, T_rec, N_rec) bool, None = gradient everywhere
     sv_mask: Tensor | None  # (B, T_rec, N_rec) float, 1 on sample-validation entries
-
-
-def encoder_input(encod: Tensor, n_workers: int, hidden: Tensor | None = None) -> Tensor:
-    """Encoder input without augmentation: unobserved (NaN) and `hidden` entries set to zero.
-
-    Args:
-        encod: (B, T_enc, N_enc) data.  hidden: optional (B, T_enc, N_enc) bool of entries to hide.
-    Returns:
-        (K, B, T_enc, N_enc), a broadcast view over the worker axis.
-    """
-    observed = ~torch.isnan(encod)
-    if hidden is not None:
-        observed = observed & ~hidden
-    x = torch.where(observed, encod, torch.zeros_like(encod))
-    return x.unsqueeze(0).expand(n_workers, *x.shape)
 
 
 def _pad_to(mask: Tensor, shape: torch.Size, fill: bool) -> Tensor:

@@ -15,14 +15,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from autolfads.analysis.metrics import bits_per_spike, r2_score
+from autolfads.analysis.metrics import bits_per_spike, r2_score, smooth_metric
 from autolfads.data import SessionData
+from autolfads.data.tensors import SessionTensors, to_tensors
 from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.fitlog import FitLog
-from autolfads.pbt.policy import smooth_metric
 from autolfads.progress import ProgressLine
-from autolfads.train.data import SessionTensors, to_tensors
 from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
 
 __all__ = ["FitResult", "fit_single_model", "hps_from_config", "validation_extras"]

@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 
 from autolfads._memory import keep_freed_memory
+from autolfads.data.tensors import SessionTensors, epoch_batches, split_batches
 from autolfads.errors import ConfigError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.structure import LFADSStructure
 from autolfads.train.augment import prepare_batch
-from autolfads.train.data import SessionTensors, epoch_batches, split_batches
 from autolfads.train.objective import lfads_loss, ramp_factor
 from autolfads.train.optim import PopulationAdam
 from autolfads.train.shift import shift_training_batch

@@ -63,7 +63,7 @@ def fixed_points_command(
         UsageError: CKPT or a DATA file does not exist, or a setting is out of range.
         DataError: DATA whose dimensions disagree with the checkpoint.
     """
-    from autolfads.train.run import check_device  # the training stack is only needed here
+    from autolfads.config import check_device
 
     ckpt = Path(ckpt)
     _check_inputs_exist(ckpt, data)

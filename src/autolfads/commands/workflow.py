@@ -1,5 +1,5 @@
 """Plumbing shared by `autolfads train` and `autolfads run`: config from the command line, the output
-folder, validated data, and the final outputs (SPEC.md section 3)."""
+folder, validated data, and the final outputs (docs/data-format.md, Outputs)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,13 @@ from torch import Tensor
 
 from autolfads.data import SessionData
 
-__all__ = ["SessionTensors", "to_tensors", "epoch_batches", "split_batches"]
+__all__ = [
+    "SessionTensors",
+    "to_tensors",
+    "epoch_batches",
+    "split_batches",
+    "encoder_input",
+]
 
 
 @dataclass
@@ -84,3 +90,18 @@ def epoch_batches(
                 batches.append((s, chunk.to(d.encod["train"].device)))
     order = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in order]
+
+
+def encoder_input(encod: Tensor, n_workers: int, hidden: Tensor | None = None) -> Tensor:
+    """Encoder input without augmentation: unobserved (NaN) and `hidden` entries set to zero.
+
+    Args:
+        encod: (B, T_enc, N_enc) data.  hidden: optional (B, T_enc, N_enc) bool of entries to hide.
+    Returns:
+        (K, B, T_enc, N_enc), a broadcast view over the worker axis.
+    """
+    observed = ~torch.isnan(encod)
+    if hidden is not None:
+        observed = observed & ~hidden
+    x = torch.where(observed, encod, torch.zeros_like(encod))
+    return x.unsqueeze(0).expand(n_workers, *x.shape)

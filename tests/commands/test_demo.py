@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from helpers import TINY_DATA, TINY_MODEL
 
-import autolfads.demo
+import autolfads.commands.demo
 from autolfads.cli import main
 from autolfads.config import load_config
 
@@ -29,8 +29,8 @@ def tiny_demo(monkeypatch):
         names.append(name)
         return load_config(name, [*overrides, *TINY])
 
-    monkeypatch.setattr(autolfads.demo, "DEMO_DATA", TINY_DATA)
-    monkeypatch.setattr(autolfads.demo, "load_config", tiny_config)
+    monkeypatch.setattr(autolfads.commands.demo, "DEMO_DATA", TINY_DATA)
+    monkeypatch.setattr(autolfads.commands.demo, "load_config", tiny_config)
     return names
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from autolfads.commands.workflow import prepare_out_dir
+from autolfads.config import check_device
 from autolfads.data import read_sessions, write_session_outputs
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.files import output_path
 from autolfads.outputs.posterior import as_output_datasets
-from autolfads.train.run import check_device
-from autolfads.workflow import prepare_out_dir
 
 __all__ = ["sample_command"]
 

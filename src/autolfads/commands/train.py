@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from autolfads.analysis.report import report_at_end
-from autolfads.cli import split_overrides
+from autolfads.commands.workflow import (
+    config_from_args,
+    load_sessions,
+    prepare_out_dir,
+    write_final_outputs,
+)
+from autolfads.config import check_device, split_overrides
 from autolfads.errors import UsageError
 from autolfads.train.fit import fit_single_model
-from autolfads.workflow import config_from_args, load_sessions, prepare_out_dir, write_final_outputs
 
 __all__ = ["train_command"]
 
@@ -36,13 +39,3 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"outputs in {out}: " + ", ".join(p.name for p in written))
     report_at_end(out, quiet=args.quiet)
     return 0
-
-
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have, before any work."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")

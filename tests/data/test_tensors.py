@@ -1,10 +1,10 @@
-"""The order and size of training and evaluation batches (`autolfads.train.data`)."""
+"""The order and size of training and evaluation batches (`autolfads.data.tensors`)."""
 
 from __future__ import annotations
 
 import torch
 
-from autolfads.train.data import SessionTensors, epoch_batches, split_batches
+from autolfads.data.tensors import SessionTensors, epoch_batches, split_batches
 
 
 def _session(n_train: int) -> SessionTensors:

@@ -8,11 +8,10 @@ import time
 
 from autolfads.analysis.evaluate import evaluate_run
 from autolfads.analysis.report import report_at_end
-from autolfads.config import load_config
+from autolfads.commands.workflow import load_sessions, prepare_out_dir, write_final_outputs
+from autolfads.config import check_device, load_config
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.population import run_pbt
-from autolfads.train.run import check_device
-from autolfads.workflow import load_sessions, prepare_out_dir, write_final_outputs
 
 __all__ = ["demo_command", "DEMO_DATA"]
 

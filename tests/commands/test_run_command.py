@@ -1,4 +1,4 @@
-"""End-to-end tests of `autolfads run` (SPEC.md sections 3-5) on a tiny chaotic-RNN file.
+"""End-to-end tests of `autolfads run` (docs/data-format.md, Outputs and Metrics) on a tiny chaotic-RNN file.
 
 Each run is 4 tiny workers for 2-4 one-epoch generations (about a second on one CPU thread).
 """
@@ -155,7 +155,7 @@ def test_recon_smth_is_smoothed_per_worker_and_continues_from_the_copied_worker(
     for w in range(N_WORKERS):
         assert log.loc[(w, 0), "copied_from"] == w  # nobody has copied before the first exploit
         assert log.loc[(w, 2), "copied_from"] == sources[w]
-        # first value = current; then 0.7 * current + 0.3 * previous (SPEC.md section 5)
+        # first value = current; then 0.7 * current + 0.3 * previous (docs/data-format.md, Metrics)
         assert log.loc[(w, 0), "valid/recon_smth"] == pytest.approx(
             log.loc[(w, 0), "valid/recon"], rel=1e-12
         )

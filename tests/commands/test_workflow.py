@@ -15,10 +15,10 @@ from helpers import TINY_DATA, TINY_MODEL
 
 from autolfads import LFADS
 from autolfads.cli import main
+from autolfads.commands.workflow import ZIP_NAME, load_sessions, prepare_out_dir, write_zip
 from autolfads.config import DATA_DIM_KEYS, load_config
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.errors import UsageError
-from autolfads.workflow import ZIP_NAME, load_sessions, prepare_out_dir, write_zip
 
 TINY = [
     *TINY_MODEL,
