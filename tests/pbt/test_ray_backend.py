@@ -25,7 +25,7 @@ from autolfads.pbt.population import _Population, plan_shards
 from autolfads.pbt.runner import ShardSpec
 
 ray = pytest.importorskip("ray")
-from autolfads.pbt.ray_backend import RayBackend, start_ray  # noqa: E402
+from autolfads.pbt.ray_backend import RayBackend, start_ray, stop_ray  # noqa: E402
 
 N_WORKERS = 4
 PER_SHARD = 2
@@ -49,7 +49,7 @@ def local_ray():
             pytest.skip(f"Ray cannot start on this machine: {error}")
     yield {"started": started, "was_running": was_running}
     if started:
-        ray.shutdown()
+        stop_ray()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ them from there; worker states moved between shards (exploit) travel through the
 
 Ray is joined in one of three ways: a Ray already initialised in this process is reused; an
 explicit `address` joins that cluster; otherwise a private local Ray is started with
-`address="local"` (never whatever `RAY_ADDRESS` or a running cluster might offer). `shutdown()`
-stops Ray only if this backend started it.
+`address="local"` (never whatever `RAY_ADDRESS` or a running cluster might offer), without the
+dashboard. `shutdown()` stops Ray only if this backend started it. A private Ray is watched by a
+reaper process (`autolfads.pbt.reaper`) that ends all of its processes if the driver dies without
+shutting it down (SIGKILL, OOM killer, closed SSH session); an attached cluster keeps its processes
+and Ray itself drops the dead driver's actors.
 
 When an actor or its node dies, the next call on that shard raises `ShardLost`; `restart(i)` makes
 a fresh actor from the shard's spec, after which the driver reloads the shard's state.
@@ -31,10 +34,11 @@ import torch
 
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError
+from autolfads.pbt.reaper import Reaper
 from autolfads.pbt.resources import cpu_count
 from autolfads.pbt.runner import ShardLost, ShardRunner, ShardSpec
 
-__all__ = ["RayBackend", "start_ray"]
+__all__ = ["RayBackend", "start_ray", "stop_ray"]
 
 #: Errors meaning "this shard's actor is gone" (its process or its node died, or it is unreachable).
 LOST_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError)
@@ -52,14 +56,22 @@ def _quiet_ray_logs() -> Iterator[None]:
         logger.setLevel(previous)
 
 
+#: The reaper of the private local Ray this process started, if any (see `start_ray`).
+_reaper: Reaper | None = None
+
+
 def start_ray(address: str | None, num_cpus: int) -> bool:
     """Make sure this process is connected to Ray; True if this call started a new local Ray.
+
+    A new local Ray gets no dashboard (nothing listens on port 8265) and a reaper that ends its
+    processes should this process die without `stop_ray()`.
 
     Args:
         address: a cluster to join ("HOST:6379", "auto", "ray://..."); None starts a private
             local Ray with `num_cpus` CPUs, ignoring `RAY_ADDRESS` and any running cluster.
         num_cpus: CPUs the local Ray advertises (unused when joining a cluster).
     """
+    global _reaper
     if ray.is_initialized():
         return False
     quiet = {"log_to_driver": False, "configure_logging": False}
@@ -67,8 +79,27 @@ def start_ray(address: str | None, num_cpus: int) -> bool:
         if address:
             ray.init(address=address, **quiet)
             return False
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+        if _reaper is not None:  # a previous private Ray was shut down without stop_ray()
+            _reaper.close()
+        _reaper = Reaper.start()
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+        except BaseException:
+            stop_ray()  # the reaper ends whatever the failed start left behind
+            raise
+    if _reaper is not None:
+        _reaper.ray_started()
     return True
+
+
+def stop_ray() -> None:
+    """Shut Ray down in this process; if this process started it, let its reaper end leftovers."""
+    global _reaper
+    if ray.is_initialized():
+        ray.shutdown()
+    if _reaper is not None:
+        _reaper.close()
+        _reaper = None
 
 
 def _on_cpu(value: Any) -> Any:
@@ -294,6 +325,6 @@ class RayBackend:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         self.actors = []
-        if self.started_ray and ray.is_initialized():
-            ray.shutdown()
+        if self.started_ray:
+            stop_ray()
         self.started_ray = False
