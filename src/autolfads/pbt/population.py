@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autolfads._atomic import atomic_path
 from autolfads.analysis.metrics import smooth_metric
+from autolfads.config.settings import PBTSettings
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError, UsageError
 from autolfads.model.structure import LFADSStructure
@@ -34,7 +35,7 @@ from autolfads.pbt.backends import (
     ray_address,
     ray_available,
 )
-from autolfads.pbt.hps import HPSpec, hp_specs_from_config, sample_initial
+from autolfads.pbt.hps import sample_initial
 from autolfads.pbt.policy import (
     BestSnapshot,
     exploit,
@@ -47,7 +48,7 @@ from autolfads.pbt.runner import ShardSpec
 from autolfads.pbt.schedule import GenerationSchedule
 from autolfads.progress import ProgressLine
 from autolfads.train.fit import hps_from_config
-from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
+from autolfads.train.shard import Shard, TrainSettings
 
 __all__ = [
     "PBTResult",
@@ -127,20 +128,10 @@ def plan_shards(n_workers: int, workers_per_shard: int) -> list[tuple[int, ...]]
     return [tuple(range(i, min(i + size, n_workers))) for i in range(0, n_workers, size)]
 
 
-def _searched_specs(cfg: DictConfig) -> list[HPSpec]:
-    specs = hp_specs_from_config(cfg.pbt.hps)
-    for spec in specs:
-        if spec.name not in HP_NAMES:
-            raise ConfigError(
-                f"pbt.hps.{spec.name}: not a searchable hyperparameter (searchable: {', '.join(HP_NAMES)})"
-            )
-    return specs
-
-
-def _initial_table(cfg: DictConfig, specs: Sequence[HPSpec], rng: np.random.Generator) -> dict:
-    n = int(cfg.pbt.num_workers)
-    table = hps_from_config(cfg, n)
-    table.update(sample_initial(specs, n, rng=rng))
+def _initial_table(cfg: DictConfig, pbt: PBTSettings, rng: np.random.Generator) -> dict:
+    """name -> (K,) starting values: the model's values, the searched ones drawn from their ranges."""
+    table = hps_from_config(cfg, pbt.num_workers)
+    table.update(sample_initial(pbt.hps, pbt.num_workers, rng=rng))
     return table
 
 
@@ -193,26 +184,26 @@ class _Population:
 
 
 def _plan_layout(
-    cfg: DictConfig, structure: LFADSStructure, settings: TrainSettings, address: str | None
+    pbt: PBTSettings, structure: LFADSStructure, settings: TrainSettings, address: str | None
 ) -> tuple[list[tuple[int, ...]], str, int | None]:
     """(shards as global worker ids, backend name resolved from auto, threads per shard or None).
 
     Parallel shards (Ray) get one shard per core group or per GPU (`auto_plan`); shards run inline
     take the batching rule of `default_workers_per_shard` and the process's threads.
     """
-    n_workers, name = int(cfg.pbt.num_workers), str(cfg.pbt.backend)
-    if cfg.pbt.workers_per_shard:
-        per_shard, threads = int(cfg.pbt.workers_per_shard), 1
+    n_workers, name = pbt.num_workers, pbt.backend
+    if pbt.workers_per_shard:
+        per_shard, threads = pbt.workers_per_shard, 1
     elif name != "inline" and ray_available():
-        per_shard, threads = auto_plan(n_workers, structure, settings.batch_size, str(cfg.device))
+        per_shard, threads = auto_plan(n_workers, structure, settings.batch_size, pbt.device)
     else:
         per_shard, threads = default_workers_per_shard(structure, settings.batch_size, n_workers), 1
     shards = plan_shards(n_workers, per_shard)
     if name == "auto":
-        probe = [ShardSpec(ids, {}, structure, settings, str(cfg.device)) for ids in shards]
+        probe = [ShardSpec(ids, {}, structure, settings, pbt.device) for ids in shards]
         name = "ray" if _auto_picks_ray(probe, address) else "inline"
-    if cfg.pbt.cpus_per_shard:
-        threads = int(cfg.pbt.cpus_per_shard)
+    if pbt.cpus_per_shard:
+        threads = pbt.cpus_per_shard
     return shards, name, (threads if name == "ray" else None)
 
 
@@ -225,26 +216,25 @@ def run_pbt(
     quiet: bool = False,
 ) -> PBTResult:
     """Run AutoLFADS on `sessions`, writing fitlog.csv, pbt_history.csv and pbt_state.pt into `out`."""
-    seed = int(cfg.seed)
+    pbt = PBTSettings.from_config(cfg)
     structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
     settings = TrainSettings.from_config(cfg)
-    specs = _searched_specs(cfg)
-    _check_metric(str(cfg.pbt.metric), structure, sessions)
-    for line in schedule_from_config(cfg).notes():
+    _check_metric(pbt.metric, structure, sessions)
+    for line in schedule(pbt).notes():
         print(line, file=sys.stderr, flush=True)
-    rng = np.random.default_rng(seed)
-    table = _initial_table(cfg, specs, rng)
-    address = ray_address(cfg.pbt.address)
-    shards, backend_name, threads = _plan_layout(cfg, structure, settings, address)
+    rng = np.random.default_rng(pbt.seed)
+    table = _initial_table(cfg, pbt, rng)
+    address = ray_address(pbt.address)
+    shards, backend_name, threads = _plan_layout(pbt, structure, settings, address)
     shard_specs = [
         ShardSpec(
             ids,
             {k: v[list(ids)] for k, v in table.items()},
             structure,
             settings,
-            str(cfg.device),
-            seed * 1000 + i,
-            float(cfg.model.sv_rate),
+            pbt.device,
+            pbt.seed * 1000 + i,
+            pbt.sv_rate,
             threads,
         )
         for i, ids in enumerate(shards)
@@ -255,9 +245,9 @@ def run_pbt(
         sessions,
         address=address,
         cpus_per_shard=threads,
-        gpus_per_shard=cfg.pbt.gpus_per_shard,
+        gpus_per_shard=pbt.gpus_per_shard,
     )
-    loop = _Loop(cfg, out, backend, shards, specs, quiet)
+    loop = _Loop(cfg, pbt, out, backend, shards, quiet)
     try:
         if resume and (out / STATE_FILE).exists():
             loop.restore()
@@ -284,22 +274,22 @@ class _Loop:
     def __init__(
         self,
         cfg: DictConfig,
+        pbt: PBTSettings,
         out: Path,
         backend: Backend,
         shards: Sequence[tuple[int, ...]],
-        specs: Sequence[HPSpec],
         quiet: bool,
     ) -> None:
-        self.cfg, self.out, self.backend, self.shards = cfg, out, backend, list(shards)
-        self.specs, self.quiet = list(specs), quiet
-        self.n_workers = int(cfg.pbt.num_workers)
+        self.cfg, self.pbt, self.out, self.backend = cfg, pbt, out, backend
+        self.shards, self.quiet = list(shards), quiet
+        self.n_workers = pbt.num_workers
         self.population = _Population(backend, shards)
         self.state = _PopulationState(
             smoothed=np.full(self.n_workers, np.nan), copied_from=np.arange(self.n_workers)
         )
         self.rng = np.random.default_rng()
         self.fitlog = FitLog(out / "fitlog.csv")
-        self.schedule = schedule_from_config(cfg)
+        self.schedule = schedule(pbt)
 
     def start(self, rng: np.random.Generator) -> None:
         """Begin from the initial population (and checkpoint it)."""
@@ -342,68 +332,44 @@ class _Loop:
 
     def generation(self) -> str:
         """Train one generation, score, exploit/explore (or stop), checkpoint. Returns a summary."""
-        cfg, state, n = self.cfg, self.state, self.n_workers
+        state, n = self.state, self.n_workers
         start, stop = self.schedule.span(state.generation, state.epoch)
-        length = stop - start
         results = self.backend.call_all("train_epochs", [(start, stop)] * len(self.shards))
         hps_now = self.population.hp_table()
-        smoothed = state.smoothed.copy()
-        rows = []
-        for offset in range(length):
-            metrics = _merge([r[offset] for r in results])
-            for w in range(n):
-                previous = None if np.isnan(smoothed[w]) else float(smoothed[w])
-                smoothed[w] = smooth_metric(float(metrics["valid/recon"][w]), previous)
-            metrics["valid/recon_smth"] = smoothed.copy()
-            rows.append((start + offset, metrics))
-        scores = ranking_scores(rows[-1][1], str(cfg.pbt.metric))  # at the generation's end
+        rows, smoothed = _smoothed_rows(results, start, state.smoothed)
+        scores = ranking_scores(rows[-1][1], self.pbt.metric)  # at the generation's end
         self._update_best(scores)
-        finite = scores[np.isfinite(scores)]
-        best_now = float(finite.min()) if finite.size else np.nan
-        state.best_per_generation.append(best_now)
+        state.best_per_generation.append(_best_score(scores))
         state.epoch = stop
         stop_reason = self.stop_reason(state.best_per_generation, state.generation + 1)
-        if stop_reason:
-            sources, new_table = np.arange(n), hps_now
-        else:
+        sources, new_table = np.arange(n), hps_now
+        if not stop_reason:
+            pbt = self.pbt
             sources = exploit(
-                scores,
-                method=str(cfg.pbt.exploit.method),
-                quantile=float(cfg.pbt.exploit.quantile),
-                rng=self.rng,
+                scores, method=pbt.exploit_method, quantile=pbt.exploit_quantile, rng=self.rng
             )
             new_table = explore(
                 hps_now,
                 sources,
-                self.specs,
+                pbt.hps,
                 rng=self.rng,
-                resample_probability=float(cfg.pbt.explore.resample_probability),
+                resample_probability=pbt.resample_probability,
             )
             self.population.apply_copies(sources)
             self.population.set_hps(new_table)
         # (a shard lost above is recovered by `restore`, which replaces all of this state)
         for epoch, metrics in rows:
-            self.fitlog.add_epoch(
-                epoch,
-                state.generation,
-                metrics,
-                hps_now,
-                range(n),
-                extra={"copied_from": state.copied_from},
-            )
+            extra = {"copied_from": state.copied_from}
+            self.fitlog.add_epoch(epoch, state.generation, metrics, hps_now, range(n), extra=extra)
         _record_generation(state, scores, hps_now, sources, new_table)
-        state.smoothed = smoothed[sources]
-        state.copied_from = sources.copy()
+        state.smoothed, state.copied_from = smoothed[sources], sources.copy()
         state.generation += 1
         state.stop_reason = stop_reason
         self.save()
         self.fitlog.flush()
         _write_history(self.out, state.history)
         copied = int(np.sum(sources != np.arange(n)))
-        return (
-            f"epoch {state.epoch}  best {np.nanmin(scores):.4f}  median "
-            f"{np.nanmedian(scores):.4f}  copied {copied}/{n}"
-        )
+        return f"epoch {stop}  best {np.nanmin(scores):.4f}  median {np.nanmedian(scores):.4f}  copied {copied}/{n}"
 
     def stop_reason(
         self, best_per_generation: Sequence[float], generations: int | None = None
@@ -415,8 +381,8 @@ class _Loop:
             return finished
         decision = should_stop(
             best_per_generation,
-            patience=int(self.cfg.pbt.patience),
-            min_improvement_ratio=float(self.cfg.pbt.min_improvement_ratio),
+            patience=self.pbt.patience,
+            min_improvement_ratio=self.pbt.min_improvement_ratio,
         )
         return decision.reason if decision.stop else ""
 
@@ -443,15 +409,42 @@ def _check_metric(metric: str, structure: LFADSStructure, sessions: Sequence[Ses
         )
 
 
-def schedule_from_config(cfg: DictConfig) -> GenerationSchedule:
+def _smoothed_rows(
+    results: Sequence[list[dict[str, np.ndarray]]], start: int, smoothed: np.ndarray
+) -> tuple[list[tuple[int, dict[str, np.ndarray]]], np.ndarray]:
+    """Each epoch's population metrics (shards merged) with `valid/recon_smth`, and its last value.
+
+    Args:
+        results: per shard, per epoch of the generation, metric -> (K_s,).
+        start: the generation's first epoch.
+        smoothed: (K,) `valid/recon_smth` before the generation (NaN: none yet).
+    """
+    smoothed = smoothed.copy()
+    rows = []
+    for offset in range(len(results[0])):
+        metrics = _merge([r[offset] for r in results])
+        for w, current in enumerate(metrics["valid/recon"]):
+            previous = None if np.isnan(smoothed[w]) else float(smoothed[w])
+            smoothed[w] = smooth_metric(float(current), previous)
+        metrics["valid/recon_smth"] = smoothed.copy()
+        rows.append((start + offset, metrics))
+    return rows, smoothed
+
+
+def _best_score(scores: np.ndarray) -> float:
+    """The lowest finite score (NaN when every worker diverged)."""
+    finite = scores[np.isfinite(scores)]
+    return float(finite.min()) if finite.size else np.nan
+
+
+def schedule(pbt: PBTSettings) -> GenerationSchedule:
     """The generations' epochs from `trainer.max_epochs` and the `pbt` burn-in and interval."""
-    max_generations = cfg.pbt.get("max_generations")
     return GenerationSchedule(
-        max_epochs=int(cfg.trainer.max_epochs),
-        burn_in=int(cfg.pbt.burn_in_period),
-        interval=int(cfg.pbt.perturbation_interval),
-        warmup_end=int(cfg.trainer.ramp_start) + int(cfg.trainer.ramp_epochs),
-        max_generations=None if max_generations is None else int(max_generations),
+        max_epochs=pbt.max_epochs,
+        burn_in=pbt.burn_in,
+        interval=pbt.interval,
+        warmup_end=pbt.warmup_end,
+        max_generations=pbt.max_generations,
     )
 
 
@@ -491,7 +484,7 @@ def _best_model(
     if state.best_state is None:
         raise RuntimeError("every worker diverged: no finite validation score in any generation")
     hps = {k: np.array([v]) for k, v in state.best_state["hps"].items()}
-    single = Shard(structure, settings, hps, device=str(cfg.device), seed=int(cfg.seed))
+    single = Shard(structure, settings, hps, device=cfg.device, seed=cfg.seed)
     single.load_worker_state(0, state.best_state)
     config = OmegaConf.to_container(cfg, resolve=True)
     return LFADS(single.net, state.best_state["hps"], config, [s.name for s in sessions])
