@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from autolfads.train.objective import short_warmup_note
+
 __all__ = ["GenerationSchedule"]
 
 
@@ -81,9 +83,5 @@ class GenerationSchedule:
                 f"(epoch {self.warmup_end} = trainer.ramp_start + trainer.ramp_epochs): "
                 "workers are compared while their penalties are still ramping up"
             )
-        if self.max_epochs < self.warmup_end:
-            lines.append(
-                f"note: trainer.max_epochs={self.max_epochs} ends before the KL/L2 warm-up "
-                f"(epoch {self.warmup_end}): the penalties never reach their full weight"
-            )
-        return lines
+        warmup = short_warmup_note(self.max_epochs, self.warmup_end)
+        return [*lines, warmup] if warmup else lines

@@ -22,6 +22,7 @@ from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.fitlog import FitLog
 from autolfads.progress import ProgressLine
+from autolfads.train.objective import short_warmup_note
 from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
 
 __all__ = ["FitResult", "fit_single_model", "hps_from_config", "validation_extras"]
@@ -88,14 +89,9 @@ def fit_single_model(
 
     max_epochs = int(cfg.trainer.max_epochs)
     warmup_end = settings.ramp_start + settings.ramp_epochs
-    if max_epochs < warmup_end:
-        print(
-            f"note: trainer.max_epochs={max_epochs} ends before the KL/L2 warm-up (epoch "
-            f"{warmup_end} = trainer.ramp_start + trainer.ramp_epochs): the penalties never reach "
-            "their full weight",
-            file=sys.stderr,
-            flush=True,
-        )
+    note = short_warmup_note(max_epochs, warmup_end)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     lr_patience, lr_decay = int(cfg.model.lr_patience), float(cfg.model.lr_decay)
     lr_stop, stop_patience = float(cfg.model.lr_stop), int(cfg.trainer.early_stopping_patience)
 

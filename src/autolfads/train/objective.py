@@ -22,6 +22,17 @@ from autolfads.train.fused_loss import fused_poisson_recon
 __all__ = ["ramp_factor", "masked_mean_nll", "l2_penalty", "lfads_loss"]
 
 
+def short_warmup_note(max_epochs: int, warmup_end: int) -> str | None:
+    """One line when training ends before the KL/L2 warm-up does (epoch `warmup_end`), else None."""
+    if max_epochs >= warmup_end:
+        return None
+    return (
+        f"note: trainer.max_epochs={max_epochs} ends before the KL/L2 warm-up (epoch "
+        f"{warmup_end} = trainer.ramp_start + trainer.ramp_epochs): the penalties never reach "
+        "their full weight"
+    )
+
+
 def ramp_factor(epoch: int, ramp_epochs: int, ramp_start: int = 0) -> float:
     """KL/L2 warm-up weight in [0, 1]: 0 before `ramp_start`, rising linearly over `ramp_epochs`."""
     if ramp_epochs <= 0:
