@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 import torch
 
+from autolfads.accel.loader import load_kernels
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError
-from autolfads.model.fused import load_kernels
 from autolfads.model.structure import LFADSStructure
 from autolfads.pbt.runner import ShardRunner, ShardSpec
 

@@ -3,19 +3,22 @@
 `fused_poisson_recon` gives the same (K,) masked mean NLL as
 `masked_mean_nll(-Poisson.log_likelihood(target, params), batch)`, to float32 rounding, with the
 same gradient; it returns None where it does not apply (another observation model, sample
-validation, another dtype or device, AUTOLFADS_FUSED=0) and the caller runs the generic path.
+validation, another dtype or device) and the caller runs the generic path.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from autolfads.model.fused import kernels_for
+from autolfads.accel.loader import load_kernels
 from autolfads.model.observations import MAX_LOG, ObservationModel, Poisson
-from autolfads.train.augment import PreparedBatch
+
+if TYPE_CHECKING:
+    from autolfads.train.augment import PreparedBatch
 
 __all__ = ["fused_poisson_recon"]
 
@@ -69,7 +72,9 @@ def fused_poisson_recon(
 ) -> Tensor | None:
     """(K,) masked mean Poisson NLL of raw params (K, B, T, N, 1) in C++, or None if it does not
     apply (then use `masked_mean_nll` on `obs.log_likelihood`)."""
-    kernels = kernels_for(params)
+    if params.dtype != torch.float32 or params.device.type != "cpu":
+        return None
+    kernels = load_kernels()
     if kernels is None or not _applies(obs, params, batch):
         return None
     target = batch.target.contiguous()
