@@ -25,12 +25,9 @@ Issue #8 (speed). In one run, on the CPU, this script measures:
    fraction of GEMM rate = achieved / the all-core GEMM rate measured in the same run, for both
    layouts (the JSON also gives (c) against the 2 x 1-thread GEMM rate).
 
-FLOP count check. The hand-written backward passes of `autolfads.model.generator_loop` and
-`autolfads.model.gru_kernels` dispatch aten `bmm`, `baddbmm`, `baddbmm.out` and `mm`, which
-FlopCounterMode counts. It does not count the in-place `baddbmm_` that `GRUTape.backward_step` uses
-for d/dh_{t-1} += g_ru W_g^T (one per step of each GRU: about 1/7 of a step's matmul FLOPs at the
-medium size) and `time_sum` uses at K > 1 for the weight gradients, so this script registers it
-(`IN_PLACE_GEMMS`). With that,
+FLOP count check. The count runs the reference operations of `autolfads.model` (plain
+autograd: aten `bmm`, `baddbmm` and `mm`, which FlopCounterMode counts); in-place matmuls it
+would miss are registered here (`IN_PLACE_GEMMS`). With that,
 the counted FLOPs equal `hand_count_flops` (each product of the network counted by hand, its backward
 twice its forward except the encoders' input projections of the data, weight gradient only) exactly:
 checked for the medium model at K = 1 (batch 20 and 100) and K = 4 (batch 20), and re-checked on every
@@ -70,8 +67,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
 import population as pop  # noqa: E402
 
+from autolfads.accel import loader  # noqa: E402
 from autolfads.data.tensors import SessionTensors  # noqa: E402
-from autolfads.model import fused  # noqa: E402
+from autolfads.model.ops import REFERENCE  # noqa: E402
 from autolfads.train.shard import Shard  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -214,19 +212,18 @@ class TimedKernels:
 def count_step_flops(shards: Sequence[Shard], data: Sequence[SessionTensors]) -> int:
     """Matmul FLOPs of one training step (one batch: `data` holds exactly one batch of trials).
 
-    Counted on the PyTorch path (AUTOLFADS_FUSED=0 for the count): the C++ loops of
-    `autolfads.model.fused` call BLAS directly, out of FlopCounterMode's sight, for the same products.
+    Counted on the reference operations (each shard's ops swapped for the count): the C++ loops
+    of `autolfads.accel` call BLAS directly, out of FlopCounterMode's sight, for the same products.
     """
-    saved = os.environ.get("AUTOLFADS_FUSED")
-    os.environ["AUTOLFADS_FUSED"] = "0"
+    saved = [(shard.net.ops, shard.optimizer.ops) for shard in shards]
+    for shard in shards:
+        shard.net.ops = shard.optimizer.ops = REFERENCE
     try:
         with FlopCounterMode(display=False, custom_mapping=IN_PLACE_GEMMS) as counter:
             pop.train_steps(list(shards), list(data))
     finally:
-        if saved is None:
-            del os.environ["AUTOLFADS_FUSED"]
-        else:
-            os.environ["AUTOLFADS_FUSED"] = saved
+        for shard, (net_ops, opt_ops) in zip(shards, saved, strict=True):
+            shard.net.ops, shard.optimizer.ops = net_ops, opt_ops
     return int(counter.get_total_flops())
 
 
@@ -267,9 +264,9 @@ def step_child(job: StepJob, barrier: Any, results: Any) -> None:
             shard.init_readout_biases(timed)
         flops = count_step_flops(shards, counted)
         pop.train_steps(shards, warmup)
-        kernels = fused.load_kernels()
+        kernels = loader.load_kernels()
         timer = TimedKernels(kernels) if kernels is not None else None
-        fused._state["module"] = timer if timer is not None else kernels
+        loader._state["module"] = timer if timer is not None else kernels
         barrier.wait(timeout=pop.CHILD_TIMEOUT_S)
         start = time.monotonic()
         pop.train_steps(shards, timed)

@@ -12,7 +12,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from autolfads.model.gru_kernels import gru_step_reference
+from autolfads.model.gru import gru_step as gru_step_reference
 
 
 def gru_step_2d(x, h, w_gate, w_cand, clip):

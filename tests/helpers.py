@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -142,3 +143,16 @@ TINY_MODEL = [
     "trainer.ramp_epochs=1",
     "trainer.samples=2",
 ]
+
+
+def _cpp_ops():
+    """The C++ operations, or None where they are switched off (AUTOLFADS_ACCEL=none) or unbuilt."""
+    from autolfads.accel import accel_setting, cpp_ops
+
+    return None if accel_setting() == "none" else cpp_ops()
+
+
+CPP = _cpp_ops()
+needs_cpp = pytest.mark.skipif(
+    CPP is None, reason="C++ operations switched off or unavailable: the reference is tested alone"
+)

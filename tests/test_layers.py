@@ -1,6 +1,6 @@
 """The package's imports run one way: commands on top; `pbt/`, `train/`, `analysis/`, `outputs/`
-below them in that order; `model/`, `accel/`, `data/`, `config/` and the small shared modules at the
-bottom. Every import is found by walking the source (function-level imports included)."""
+below them in that order; `accel/` (beside `outputs/`) above the model it speeds up; `model/`,
+`data/`, `config/` and the small shared modules at the bottom. Every import is found by walking the source (function-level imports included)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ LAYERS = {
     "train": 3,
     "analysis": 2,
     "outputs": 1,
+    "accel": 1,
     "model": 0,
-    "accel": 0,
     "data": 0,
     "config": 0,
     "errors": 0,

@@ -8,11 +8,19 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import copy_worker_into, poisson_counts, tiny_structure, torch_threads, worker_slice
+from helpers import (
+    CPP,
+    copy_worker_into,
+    needs_cpp,
+    poisson_counts,
+    tiny_structure,
+    torch_threads,
+    worker_slice,
+)
 
-from autolfads.model import batched, fused, lfads
 from autolfads.model.lfads import FactorReadout, LFADSNetwork, LFADSOutput
 from autolfads.model.observations import OBSERVATION_MODELS
+from autolfads.model.ops import lagged
 from autolfads.train.augment import prepare_batch
 from autolfads.train.objective import lfads_loss
 
@@ -166,24 +174,23 @@ def test_output_shapes_without_controller_have_empty_input_fields():
 
 
 @pytest.mark.parametrize("lag", [0, 1, 2])
-def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag, monkeypatch):
+def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag):
     s = tiny_structure(recon_seq_len=12, recon_data_dims=(8,), ci_lag=lag)
     net = _perturbed_network(s, 2, seed=5)
     net.train()  # dropout active but at rate 0: zeros must stay zeros
     seen: dict[str, torch.Tensor] = {}
-    encoder_forward = net.ci_encoder.forward
-    loop = lfads.controlled_generator
 
-    def capture_encoder(x, keep_states=True, cells=None):
-        seen["fwd"], seen["bwd"] = encoder_forward(x, keep_states, cells)
-        return seen["fwd"], seen["bwd"]
+    class Capture(type(net.ops)):
+        def encoders(self, x, ic_encoder, ci_encoder):
+            out = super().encoders(x, ic_encoder, ci_encoder)
+            seen["fwd"], seen["bwd"] = out[2], out[3]
+            return out
 
-    def capture_input(con_x, *args, **kwargs):
-        seen["ci"] = con_x  # the controller's input, (K, B, T, 2H), projected by the loop
-        return loop(con_x, *args, **kwargs)
+        def controlled_generator(self, con_x, *args, **kwargs):
+            seen["ci"] = con_x  # the controller's input, (K, B, T, 2H), projected by the loop
+            return super().controlled_generator(con_x, *args, **kwargs)
 
-    monkeypatch.setattr(net.ci_encoder, "forward", capture_encoder)
-    monkeypatch.setattr(lfads, "controlled_generator", capture_input)
+    net.ops = Capture()
     net(poisson_counts((2, B, 8, 6)).double(), dropout_rate=torch.zeros(2), sample=False)
 
     ci, fwd, bwd = seen["ci"], seen["fwd"], seen["bwd"]
@@ -196,15 +203,15 @@ def test_controller_input_is_lagged_encoder_and_zero_past_the_encoder_end(lag, m
         torch.testing.assert_close(ci[:, :, t, H:], bwd_part, rtol=0, atol=0, msg=f"t={t}")
 
 
-@pytest.mark.skipif(fused.load_kernels() is None, reason="no C++ toolchain: nothing to compare")
-def test_fused_controller_input_trains_as_the_lag_then_dropout_composition(monkeypatch):
-    """Float32 with the C++ kernels: outputs and gradients of a training-mode pass are those of
-    the PyTorch composition worker_dropout(_lagged(...)) with the same generator."""
+@needs_cpp
+def test_cpp_controller_input_trains_as_the_lag_then_dropout_composition():
+    """Float32 with the C++ ops: outputs and gradients of a training-mode pass are those of the
+    composition dropout(lagged(...)) with the same generator."""
     s = tiny_structure(recon_seq_len=12, recon_data_dims=(8,), ci_lag=1)
     net = _perturbed_network(s, K, seed=8).float().train()
+    net.ops = CPP
     encod = poisson_counts((K, B, 8, 6), seed=8)
     rate = torch.tensor([0.0, 0.3, 0.6])
-    used = []
 
     def run():
         out = net(encod, dropout_rate=rate, generator=_gen(9))
@@ -213,21 +220,13 @@ def test_fused_controller_input_trains_as_the_lag_then_dropout_composition(monke
         grads = torch.autograd.grad(loss, list(net.parameters()), materialize_grads=True)
         return [out.params, out.co_sample, *grads]
 
-    def spy(*args):
-        ci = batched.lagged_dropout(*args)
-        used.append(type(ci.grad_fn).__name__)
-        return ci
-
-    monkeypatch.setattr(lfads, "lagged_dropout", spy)
     fused_run = run()
-    assert used == ["_LaggedDropoutBackward"]
 
-    def composition(fwd, bwd, lag, steps, rate, training, generator):
-        return batched.worker_dropout(
-            batched._lagged(fwd, bwd, lag, steps), rate, training, generator
-        )
+    class Composition(type(CPP)):
+        def lagged_dropout(self, fwd, bwd, lag, steps, rate, training, generator=None):
+            return self.dropout(lagged(fwd, bwd, lag, steps), rate, training, generator)
 
-    monkeypatch.setattr(lfads, "lagged_dropout", composition)
+    net.ops = Composition()
     for a, e in zip(fused_run, run(), strict=True):
         assert torch.equal(a, e)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from helpers import default_hps, tiny_structure
 
+from autolfads.accel import accelerate
 from autolfads.data import SessionData
 from autolfads.data.tensors import encoder_input
 from autolfads.errors import DataError
@@ -26,7 +27,8 @@ def _session(tmp_path, n=5, t=8, n_ch=6, seed=0):
 def _model(seed=0):
     torch.manual_seed(seed)
     hps = {k: v[0] for k, v in default_hps(1).items()}
-    return LFADS(LFADSNetwork(tiny_structure(), 1), hps, {"model": {"gen_dim": 10}}, ["s"])
+    net = accelerate(LFADSNetwork(tiny_structure(), 1))  # as training and loading build it
+    return LFADS(net, hps, {"model": {"gen_dim": 10}}, ["s"])
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):

@@ -7,12 +7,10 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import poisson_counts, tiny_structure, torch_threads
+from helpers import CPP, needs_cpp, poisson_counts, tiny_structure, torch_threads
 from torch import distributions as D
 
 from autolfads.data.tensors import encoder_input
-from autolfads.model import fused
-from autolfads.model.batched import uniform_like
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.observations import Poisson
 from autolfads.train.augment import coordinated_dropout, prepare_batch
@@ -264,9 +262,7 @@ def test_encoder_input_hides_nan_and_hidden_entries():
 
 # ---------------------------------------------------------------- the C++ coordinated dropout
 
-needs_kernels = pytest.mark.skipif(
-    fused.load_kernels() is None, reason="no C++ toolchain here: the PyTorch path is tested alone"
-)
+needs_kernels = needs_cpp
 
 
 @needs_kernels
@@ -275,9 +271,9 @@ def test_coordinated_dropout_kernel_matches_the_pytorch_formula(recon_shape):
     encod, _ = _data(seed=14, nan_frac=0.1)
     rate = torch.tensor([0.3, 0.0, 0.7, 1.0])  # usual, no CD, most dropped, all dropped
     x = encoder_input(encod, 4)  # a broadcast view: the C++ pass
-    x_cd, gm = coordinated_dropout(x, rate, torch.Size(recon_shape), _gen(3))
-    # the same seed through the PyTorch formula (uniform_like gives the kernels' numbers)
-    u = uniform_like(x.contiguous(), _gen(3))
+    x_cd, gm = coordinated_dropout(x, rate, torch.Size(recon_shape), _gen(3), CPP)
+    # the same seed through the PyTorch formula (CPP.uniform gives the kernels' numbers)
+    u = CPP.uniform(x.contiguous(), _gen(3))
     keep = u >= rate.view(-1, 1, 1, 1)
     expected = x * keep / (1.0 - rate).clamp_min(1e-6).view(-1, 1, 1, 1)
     dropped = torch.ones(4, *recon_shape, dtype=torch.bool)
@@ -285,5 +281,7 @@ def test_coordinated_dropout_kernel_matches_the_pytorch_formula(recon_shape):
     assert torch.equal(x_cd, expected) and torch.equal(gm, dropped)
     assert torch.equal(x_cd[1], x[1]) and gm[1].all() and (x_cd[3] == 0).all()
     # a materialised input takes the PyTorch path of the same function: the same result
-    x_torch, gm_torch = coordinated_dropout(x.contiguous(), rate, torch.Size(recon_shape), _gen(3))
+    x_torch, gm_torch = coordinated_dropout(
+        x.contiguous(), rate, torch.Size(recon_shape), _gen(3), CPP
+    )
     assert torch.equal(x_torch, x_cd) and torch.equal(gm_torch, gm)

@@ -212,6 +212,7 @@ def _searched(rule: Rule) -> Rule:
 RULES: dict[str, Rule] = {
     "seed": _int(0),
     "device": Rule("text", pattern=r"cpu|cuda|cuda:\d+", words="cpu, cuda or cuda:N"),
+    "accel": Rule("choice", choices=("auto", "cpp", "none"), note="$AUTOLFADS_ACCEL overrides"),
     # model: data dimensions (read from the file; stated only to be checked)
     "model.encod_data_dim": DATA_DIM,
     "model.encod_seq_len": DATA_DIM,

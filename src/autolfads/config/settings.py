@@ -24,6 +24,7 @@ class PBTSettings:
         workers_per_shard, cpus_per_shard, gpus_per_shard: the layout (None = chosen per machine).
         backend: `auto`, `inline` or `ray`; address: a Ray cluster to join (None = a local Ray).
         device, seed: where the shards train, and the seed of the population's randomness.
+        accel: the accelerator setting (`auto`, `cpp`, `none`; see `autolfads.accel`).
         max_epochs, burn_in, interval, warmup_end, max_generations: the generations' epochs
             (see `autolfads.pbt.schedule`).
         patience, min_improvement_ratio: the stop rule.
@@ -41,6 +42,7 @@ class PBTSettings:
     address: str | None
     device: str
     seed: int
+    accel: str
     max_epochs: int
     burn_in: int
     interval: int
@@ -68,6 +70,7 @@ class PBTSettings:
             address=pbt.address,
             device=cfg.device,
             seed=cfg.seed,
+            accel=cfg.get("accel", "auto"),
             max_epochs=trainer.max_epochs,
             burn_in=pbt.burn_in_period,
             interval=pbt.perturbation_interval,

@@ -1,4 +1,6 @@
-"""The LFADS model: population-batched blocks, priors, observation models and the network."""
+"""The LFADS model in plain PyTorch, K workers batched: encoders, controller, generator, factors,
+read-in/read-out, priors and observation models. `ops.Ops` is the reference of the operations
+`autolfads.accel` may run faster."""
 
 from autolfads.model.lfads import LFADSNetwork as LFADSNetwork
 from autolfads.model.lfads import LFADSOutput as LFADSOutput

@@ -14,24 +14,18 @@ lagged by `ci_lag`, the controller's input; the controller GRU also sees the pre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
-from autolfads.model.batched import (
-    BatchedLinear,
-    BidirectionalGRU,
-    ClippedGRUCell,
-    cell_inputs,
-    dropout_mask_like,
-    lagged_dropout,
-    normal_like,
-    worker_dropout,
-)
-from autolfads.model.fused import kernels_for
-from autolfads.model.generator_loop import LoopWeights, controlled_generator
+from autolfads.model.controller import LoopWeights
+from autolfads.model.factors import FactorReadout
+from autolfads.model.gru import BidirectionalGRU, ClippedGRUCell
+from autolfads.model.linear import BatchedLinear
 from autolfads.model.observations import ObservationModel, build_observation_model
+from autolfads.model.ops import REFERENCE, Ops
 from autolfads.model.priors import AR1Prior, GaussianICPrior
 from autolfads.model.structure import LFADSStructure
 
@@ -59,39 +53,6 @@ class LFADSOutput:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class FactorReadout(nn.Module):
-    """Factors f = g W with each factor's weight vector (a column of W) of unit norm.
-
-    Shapes: g (K, ..., G) -> f (K, ..., F).
-    """
-
-    def __init__(self, n_workers: int, gen_dim: int, fac_dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_workers, gen_dim, fac_dim))
-
-    def normalized_weight(self) -> Tensor:
-        """(K, G, F) weight whose columns have unit L2 norm."""
-        return self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-8)
-
-    def forward(self, g: Tensor) -> Tensor:
-        k, *mid, gdim = g.shape
-        if g.dim() == 4 and not _rows_are_a_view(g) and _rows_are_a_view(g.transpose(1, 2)):
-            # states stored time-major (the loop's tape): multiply in that order, no copy
-            out = torch.bmm(g.transpose(1, 2).reshape(k, -1, gdim), self.normalized_weight())
-            return out.view(k, mid[1], mid[0], -1).transpose(1, 2)
-        out = torch.bmm(g.reshape(k, -1, gdim), self.normalized_weight())
-        return out.reshape(k, *mid, -1)
-
-
-def _rows_are_a_view(x: Tensor) -> bool:
-    """True if x (K, ..., n) flattens to (K, M, n) rows without a copy."""
-    try:
-        x.view(x.shape[0], -1, x.shape[-1])
-    except RuntimeError:
-        return False
-    return True
-
-
 def _gaussian_params(raw: Tensor, var_min: float = 0.0) -> tuple[Tensor, Tensor]:
     """Split (..., 2D) into mean (..., D) and variance exp(logvar) + var_min."""
     mean, logvar = raw.chunk(2, dim=-1)
@@ -115,9 +76,13 @@ class LFADSNetwork(nn.Module):
     Args:
         structure: dimensions and fixed settings.
         n_workers: K, the number of models batched together.
+        ops: the operations the recurrences and dropout run with (`autolfads.model.ops`); the
+            reference by default. An accelerator replaces them (`autolfads.accel.accelerate`) and
+            sets `choose_ops`, which is asked again when the network moves to another dtype or
+            device.
     """
 
-    def __init__(self, structure: LFADSStructure, n_workers: int = 1) -> None:
+    def __init__(self, structure: LFADSStructure, n_workers: int = 1, ops: Ops = REFERENCE) -> None:
         super().__init__()
         s, k = structure, n_workers
         self.structure, self.n_workers = s, k
@@ -155,6 +120,14 @@ class LFADSNetwork(nn.Module):
             BatchedLinear(k, s.fac_dim, n * obs.n_params)
             for n, obs in zip(s.recon_data_dims, self.observation, strict=True)
         )
+        self.ops = ops
+        self.choose_ops: Callable[[nn.Module], Ops] | None = None
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .double(), .cuda(): an accelerator re-chooses
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, "choose_ops", None) is not None:
+            self.ops = self.choose_ops(self)
+        return out
 
     def l2_groups(self) -> dict[str, list[Tensor]]:
         """Recurrent weights penalised by each L2 scale (`l2_<group>_scale`)."""
@@ -203,66 +176,50 @@ class LFADSNetwork(nn.Module):
             LFADSOutput with the reconstruction's raw parameters and all latent variables
             (B * S rows).
         """
-        s = self.structure
+        s, ops = self.structure, self.ops
         k, b, t_enc, _ = encod.shape
-        t_rec = s.recon_seq_len
+        t_rec, rows = s.recon_seq_len, encod.shape[1] * samples
         rate = dropout_rate if dropout_rate is not None else encod.new_zeros(k)
         drop = self.training
 
-        x = encod
-        if s.log_input:
-            x = torch.log1p(x.clamp_min(0.0))
+        x = torch.log1p(encod.clamp_min(0.0)) if s.log_input else encod
         if self.readin is not None:
             x = self.readin[session](x)  # (K, B, T_enc, enc_in)
-        x = worker_dropout(x, rate, drop, generator)
+        x = ops.dropout(x, rate, drop, generator)
+        ci_encoder = self.ci_encoder if s.use_controller else None
+        ic_fwd, ic_bwd, ci_fwd, ci_bwd = ops.encoders(x, self.ic_encoder, ci_encoder)
 
-        # Initial condition.
-        cells = cell_inputs(x) if kernels_for(x) is not None else None  # both encoders' input
-        ic_fwd, ic_bwd = self.ic_encoder(x, keep_states=False, cells=cells)  # (K, B, H) each
-        ic_h = worker_dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop, generator)
+        # Initial condition: g_0 = W_g0 z, z ~ q(z | data) = N(ic_mean, ic_var).
+        ic_h = ops.dropout(torch.cat([ic_fwd, ic_bwd], dim=-1), rate, drop, generator)
         ic_mean, ic_var = _gaussian_params(self.ic_posterior(ic_h), s.ic_post_var_min)
         if samples > 1:
             ic_mean, ic_var = _repeat_rows(ic_mean, samples), _repeat_rows(ic_var, samples)
             ext_input = ext_input.repeat_interleave(samples, 0) if ext_input is not None else None
-        ic = ic_mean + normal_like(ic_mean, generator) * ic_var.sqrt() if sample else ic_mean
+        if sample:
+            ic = ic_mean + ops.normal(ic_mean.shape, ic_mean, generator) * ic_var.sqrt()
+        else:
+            ic = ic_mean
         gen_init = self.ic_to_gen(ic)  # (K, B * S, G)
 
-        # Inputs to the loop, projected for all steps at once.
+        # Generator inputs (external inputs and bias) for all steps; dropout masks of its states.
         ext = None
         if ext_input is not None and s.ext_input_dim > 0:
             ext = ext_input.unsqueeze(0).expand(k, *ext_input.shape)  # (K, B, T_rec, E)
-        # (K, B * S, T_rec, 3G); the controller loop takes the bias alone as one (K, 1, 1, 3G) row
-        shared = ext is None and s.use_controller
-        gen_x = self.generator.project_input(ext, (1, 1) if shared else (b * samples, t_rec))
-        # Dropout on the generator states (before the factors), masks for all steps drawn at once.
-        # Masks and noise are stored time-major, (K, T, B, .), and used as (K, B, T, .) views: the
-        # recurrence reads one step's rows at a time, then one contiguous block.
+        gen_x = self.generator.project_input(ext, (rows, t_rec))  # (K, B * S, T_rec, 3G)
         masks = None
         if drop:
-            like = gen_init.new_empty(k, t_rec + 1, b * samples, s.gen_dim)  # shape only
-            masks = dropout_mask_like(like, rate, generator).transpose(1, 2)
-        empty = gen_init.new_zeros(k, b * samples, t_rec, 0)
+            masks = ops.state_masks((k, rows, t_rec + 1, s.gen_dim), gen_init, rate, generator)
+        empty = gen_init.new_zeros(k, rows, t_rec, 0)
         if s.use_controller:
-            ci_fwd, ci_bwd = self.ci_encoder(x, cells=cells)  # (K, B, T_enc, H) each
-            ci = lagged_dropout(ci_fwd, ci_bwd, s.ci_lag, t_rec, rate, drop, generator)
-            # one row per trial, time-major (the loop reads and writes one step's rows at a time);
-            # the loop projects it (x_t W + b) step by step itself
+            ci = ops.lagged_dropout(ci_fwd, ci_bwd, s.ci_lag, t_rec, rate, drop, generator)
             co_noise = None
             if sample:
-                co_noise = torch.randn(
-                    k,
-                    t_rec,
-                    b * samples,
-                    s.co_dim,
-                    device=x.device,
-                    dtype=x.dtype,
-                    generator=generator,
-                ).transpose(1, 2)
-            gen_states, con_states, co_raw, co_sample, dropped_states = controlled_generator(
+                co_noise = ops.step_noise((k, rows, t_rec, s.co_dim), gen_init, generator)
+            gen_states, con_states, co_raw, co_sample, dropped_states = ops.controlled_generator(
                 ci,
                 gen_x,
                 gen_init,
-                self.con_h0.unsqueeze(1).expand(k, b * samples, s.con_dim),
+                self.con_h0.unsqueeze(1).expand(k, rows, s.con_dim),
                 self._loop_weights(),
                 masks,
                 co_noise,
@@ -272,15 +229,13 @@ class LFADSNetwork(nn.Module):
             )
             co_mean, co_var = _gaussian_params(co_raw)
         else:
-            gen_states = self.generator.sequence(gen_x, gen_init)
+            gen_states = ops.generator(self.generator, gen_x, gen_init)
             con_states = co_mean = co_var = co_sample = empty
             dropped_states = gen_states * masks[:, :, 1:] if masks is not None else gen_states
 
-        # The states are views of the recurrence's time-major tapes (K, T, B, G); FactorReadout
-        # multiplies in that order: no copy, and their gradient reaches the loop time-major.
-        factors_seq = self.factor_readout(dropped_states)
+        factors_seq = self.factor_readout(dropped_states)  # f_t = d_t W_fac
         n_rec = s.recon_data_dims[session]
-        params = self.readout[session](factors_seq).reshape(k, b * samples, t_rec, n_rec, -1)
+        params = self.readout[session](factors_seq).reshape(k, rows, t_rec, n_rec, -1)
         gen_inputs = co_sample if ext is None else torch.cat([co_sample, ext], dim=-1)
         return LFADSOutput(
             params=params,

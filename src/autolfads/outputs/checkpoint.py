@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from autolfads._atomic import atomic_path
+from autolfads.accel import accelerate
 from autolfads.data import SessionData
 from autolfads.data.tensors import to_tensors
 from autolfads.errors import DataError
@@ -70,8 +71,11 @@ class LFADS:
         return Path(path)
 
     @classmethod
-    def load_from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> LFADS:
-        """Load a `model.ckpt` (safely: `torch.load(weights_only=True)`)."""
+    def load_from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", accel: str | None = None
+    ) -> LFADS:
+        """Load a `model.ckpt` (safely: `torch.load(weights_only=True)`); `accel` picks its
+        operations (`autolfads.accel.accelerate`; None: $AUTOLFADS_ACCEL, else auto)."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: checkpoint not found")
@@ -84,7 +88,7 @@ class LFADS:
         structure = LFADSStructure.from_dict(payload["structure"])
         network = LFADSNetwork(structure, n_workers=1)
         network.load_state_dict(payload["state_dict"])
-        network.to(device)
+        accelerate(network, accel).to(device)
         return cls(network, payload["hps"], payload["config"], payload["session_names"])
 
     def check_sessions(self, sessions: Sequence[SessionData]) -> None:

@@ -12,9 +12,9 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from autolfads.accel.loader import load_kernels
 from autolfads.data import SessionData
 from autolfads.errors import ConfigError
-from autolfads.model.fused import load_kernels
 from autolfads.model.structure import LFADSStructure
 from autolfads.pbt.resources import cpu_count, gpu_count, ray_address, ray_available
 from autolfads.pbt.runner import ShardLost, ShardRunner, ShardSpec

@@ -236,6 +236,7 @@ def run_pbt(
             pbt.seed * 1000 + i,
             pbt.sv_rate,
             threads,
+            pbt.accel,
         )
         for i, ids in enumerate(shards)
     ]
@@ -484,7 +485,9 @@ def _best_model(
     if state.best_state is None:
         raise RuntimeError("every worker diverged: no finite validation score in any generation")
     hps = {k: np.array([v]) for k, v in state.best_state["hps"].items()}
-    single = Shard(structure, settings, hps, device=cfg.device, seed=cfg.seed)
+    single = Shard(
+        structure, settings, hps, device=cfg.device, seed=cfg.seed, accel=cfg.get("accel")
+    )
     single.load_worker_state(0, state.best_state)
     config = OmegaConf.to_container(cfg, resolve=True)
     return LFADS(single.net, state.best_state["hps"], config, [s.name for s in sessions])

@@ -22,7 +22,8 @@ __all__ = ["ShardSpec", "ShardRunner", "ShardLost"]
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """What a shard is: its workers' global ids, initial HPs, structure, settings, device, seed."""
+    """What a shard is: its workers' global ids, initial HPs, structure, settings, device, seed,
+    and the accelerator setting (`autolfads.accel`)."""
 
     worker_ids: tuple[int, ...]
     hps: Mapping[str, np.ndarray]  # name -> (K_s,)
@@ -32,6 +33,7 @@ class ShardSpec:
     seed: int = 0
     sv_rate: float = 0.0
     threads: int | None = None
+    accel: str | None = None
 
 
 class ShardRunner:
@@ -42,7 +44,9 @@ class ShardRunner:
             torch.set_num_threads(int(spec.threads))
         self.spec = spec
         self.sessions = list(sessions)
-        self.shard = Shard(spec.structure, spec.settings, spec.hps, spec.device, spec.seed)
+        self.shard = Shard(
+            spec.structure, spec.settings, spec.hps, spec.device, spec.seed, accel=spec.accel
+        )
         self.data = to_tensors(self.sessions, spec.device, spec.sv_rate, spec.seed)
         self.shard.init_readout_biases(self.data)
 

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from autolfads.data.tensors import encoder_input
-from autolfads.model.batched import draw_seed, per_worker, uniform_like
-from autolfads.model.fused import kernels_for
+from autolfads.model.linear import per_worker
+from autolfads.model.ops import REFERENCE, Ops
 
 __all__ = ["PreparedBatch", "prepare_batch", "coordinated_dropout"]
 
@@ -50,6 +50,7 @@ def prepare_batch(
     placeholder: float = 0.0,
     training: bool = True,
     generator: torch.Generator | None = None,
+    ops: Ops = REFERENCE,
 ) -> PreparedBatch:
     """Build the encoder input, the target and the masks of one batch.
 
@@ -64,6 +65,7 @@ def prepare_batch(
         placeholder: valid data value written into unobserved target entries.
         training: apply coordinated dropout.
         generator: source of the coordinated-dropout masks (global RNG when None).
+        ops: the operations making the masks (the network's `ops`).
     """
     x = encoder_input(encod, n_workers, sv_mask)  # (K, B, T_enc, N_enc)
 
@@ -79,16 +81,20 @@ def prepare_batch(
 
     grad_mask = None
     if training and cd_rate is not None and bool((cd_rate > 0).any()):
-        x, grad_mask = coordinated_dropout(x, cd_rate, recon.shape, generator)
+        x, grad_mask = coordinated_dropout(x, cd_rate, recon.shape, generator, ops)
     return PreparedBatch(x, target, loss_mask, grad_mask, sv_full)
 
 
 def coordinated_dropout(
-    x: Tensor, cd_rate: Tensor, recon_shape: torch.Size, generator: torch.Generator | None = None
+    x: Tensor,
+    cd_rate: Tensor,
+    recon_shape: torch.Size,
+    generator: torch.Generator | None = None,
+    ops: Ops = REFERENCE,
 ) -> tuple[Tensor, Tensor]:
     """Coordinated dropout of the encoder input: (scaled input, grad_mask).
 
-    Each element is kept when its `uniform_like` number is >= rate_k; kept ones are scaled by
+    Each element is kept when its `ops.uniform` number is >= rate_k; kept ones are scaled by
     1 / (1 - rate_k). grad_mask is True where the element was dropped, for every element of a worker
     with rate 0, and on entries of the recon grid the encoder never sees.
 
@@ -98,14 +104,11 @@ def coordinated_dropout(
     Returns:
         (K, B, T_enc, N_enc) input and (K, B, T_rec, N_rec) bool grad_mask.
     """
-    kernels = kernels_for(x)
-    shared = x.shape[0] == 1 or x.stride(0) == 0  # every worker's input is x[0]
-    if kernels is not None and shared:  # one C++ pass over the (B, T_enc, N_enc) data
-        rate = cd_rate.detach().to(x.dtype).contiguous()
-        t_rec, n_rec = recon_shape[-2], recon_shape[-1]
-        return kernels.cd_masks(x[0].contiguous(), rate, draw_seed(generator), t_rec, n_rec)
+    fast = ops.coordinated_dropout(x, cd_rate, recon_shape, generator)
+    if fast is not None:
+        return fast
     rate = per_worker(cd_rate.to(x.dtype), x)
-    keep = uniform_like(x, generator) >= rate  # (K, B, T_enc, N_enc)
+    keep = ops.uniform(x, generator) >= rate  # (K, B, T_enc, N_enc)
     x = x * keep / (1.0 - rate).clamp_min(1e-6)
     dropped = ~keep | per_worker(cd_rate <= 0, x)  # no CD for a worker with rate 0
     return x, _pad_to(dropped, recon_shape, True)

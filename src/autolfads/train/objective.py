@@ -17,7 +17,6 @@ from torch import Tensor
 from autolfads.model.lfads import LFADSNetwork, LFADSOutput
 from autolfads.model.priors import ar1_kl_one_sample
 from autolfads.train.augment import PreparedBatch
-from autolfads.train.fused_loss import fused_poisson_recon
 
 __all__ = ["ramp_factor", "masked_mean_nll", "l2_penalty", "lfads_loss"]
 
@@ -87,7 +86,7 @@ def lfads_loss(
     """Per-worker loss (K,) and its parts (each (K,), detached) for logging."""
     obs = net.observation_model(session)
     # in C++ for Poisson on float32 CPU without sample validation; None otherwise
-    recon = fused_poisson_recon(obs, out.params, batch)
+    recon = net.ops.poisson_recon(obs, out.params, batch)
     if recon is None:
         nll = -obs.log_likelihood(batch.target, out.params)  # (K, B, T, N)
         recon = masked_mean_nll(nll, batch)

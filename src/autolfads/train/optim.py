@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from autolfads.model.fused import kernels_for
+from autolfads.model.ops import REFERENCE, Ops
 
 __all__ = ["PopulationAdam"]
 
@@ -24,6 +24,7 @@ class PopulationAdam:
         lr: (K,) learning rate of each worker (a tensor, so changing it never recompiles anything).
         max_grad_norm: each worker's gradient is rescaled to at most this L2 norm.
         betas, eps: Adam's constants.
+        ops: where the per-parameter step may run in one pass (`Ops.adam_step`; the shard's).
 
     A worker whose gradient is not finite skips the update (its weights and moments stay as they were).
     """
@@ -35,12 +36,13 @@ class PopulationAdam:
         max_grad_norm: float = 200.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        ops: Ops = REFERENCE,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.n_workers = int(lr.shape[0])
         self.lr = lr  # shared with the caller: changing it changes the step size
         self.max_grad_norm = float(max_grad_norm)
-        self.betas, self.eps = betas, eps
+        self.betas, self.eps, self.ops = betas, eps, ops
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = torch.zeros(self.n_workers, dtype=torch.float64, device=lr.device)
@@ -83,9 +85,7 @@ class PopulationAdam:
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             if p.grad is None:
                 continue
-            kernels = kernels_for(p)
-            if kernels is not None and p.is_contiguous() and p.grad.is_contiguous():
-                kernels.adam_step(p, p.grad, m, v, coef, b1, b2, self.eps)  # one pass, in place
+            if self.ops.adam_step(p, p.grad, m, v, coef, b1, b2, self.eps):  # one pass, in place
                 continue
             ok = self._per_worker(finite, p).bool()
             g = torch.where(ok, p.grad * self._per_worker(clip, p), torch.zeros_like(p.grad))

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from autolfads._memory import keep_freed_memory
+from autolfads.accel import accelerate
 from autolfads.data.tensors import SessionTensors, epoch_batches, split_batches
 from autolfads.errors import ConfigError
 from autolfads.model.lfads import LFADSNetwork
@@ -117,6 +118,8 @@ class Shard:
         hps: name -> (K,) values of the per-worker hyperparameters (`HP_NAMES`).
         device: where weights and data live.
         seed: seeds weight initialisation and all training randomness of this shard.
+        accel: auto | cpp | none, or None for $AUTOLFADS_ACCEL / auto (`autolfads.accel`); the
+            network chooses its operations once, and the loss, the masks and the optimiser use them.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class Shard:
         hps: Mapping[str, Sequence[float] | np.ndarray | Tensor],
         device: torch.device | str = "cpu",
         seed: int = 0,
+        accel: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cpu":
@@ -140,11 +144,14 @@ class Shard:
         # reproducible wherever they run (same process, another process, resumed).
         self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
         self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
-        self.net = LFADSNetwork(structure, self.n_workers).to(self.device)
+        self.net = accelerate(LFADSNetwork(structure, self.n_workers), accel).to(self.device)
         self.hps = {n: _hp_tensor(hps[n], self.device) for n in HP_NAMES}
         self._apply_hps_to_net()
         self.optimizer = PopulationAdam(
-            list(self.net.parameters()), self.hps["lr_init"], settings.max_grad_norm
+            list(self.net.parameters()),
+            self.hps["lr_init"],
+            settings.max_grad_norm,
+            ops=self.net.ops,
         )
 
     # ----------------------------------------------------------------- hyperparameters
@@ -201,6 +208,7 @@ class Shard:
                 placeholder=obs.placeholder,
                 training=True,
                 generator=self.noise,
+                ops=self.net.ops,
             )
             out = self.net(
                 batch.encod_input, session, ext, self.hps["dropout_rate"], True, self.noise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from autolfads.model.gru_kernels import gru_step_reference
+from autolfads.model.gru import gru_step
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.outputs.checkpoint import LFADS
 
@@ -59,7 +59,7 @@ class GeneratorMap:
         """Next states (M, G) of states h (M, G), in h's dtype and on its device."""
         x = self.drive.to(h).expand(1, h.shape[0], self.drive.shape[0])  # (1, M, 3G)
         w_gate, w_cand = self.w_gate.to(h)[None], self.w_cand.to(h)[None]
-        return gru_step_reference(x, h[None], w_gate, w_cand, self.clip)[0]
+        return gru_step(x, h[None], w_gate, w_cand, self.clip)[0]
 
     def jacobian(self, h: Tensor) -> Tensor:
         """dF/dg at states h (M, G): (M, G, G), [m, j, i] = dF_j / dg_i (closed form, no autograd).

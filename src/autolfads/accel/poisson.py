@@ -3,7 +3,7 @@
 `fused_poisson_recon` gives the same (K,) masked mean NLL as
 `masked_mean_nll(-Poisson.log_likelihood(target, params), batch)`, to float32 rounding, with the
 same gradient; it returns None where it does not apply (another observation model, sample
-validation, another dtype or device, AUTOLFADS_FUSED=0) and the caller runs the generic path.
+validation, another dtype or device) and the caller runs the generic path.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from autolfads.model.fused import kernels_for
+from autolfads.accel.loader import load_kernels
 from autolfads.model.observations import MAX_LOG, ObservationModel, Poisson
-from autolfads.train.augment import PreparedBatch
+from autolfads.model.ops import LossBatch
 
 __all__ = ["fused_poisson_recon"]
 
@@ -42,7 +42,7 @@ class _PoissonRecon(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
-def _applies(obs: ObservationModel, params: Tensor, batch: PreparedBatch) -> bool:
+def _applies(obs: ObservationModel, params: Tensor, batch: LossBatch) -> bool:
     """True when the fused loss computes what the generic path would for this batch."""
     if type(obs) is not Poisson or batch.sv_mask is not None or params.shape[-1] != 1:
         return False
@@ -64,12 +64,12 @@ def _applies(obs: ObservationModel, params: Tensor, batch: PreparedBatch) -> boo
     )
 
 
-def fused_poisson_recon(
-    obs: ObservationModel, params: Tensor, batch: PreparedBatch
-) -> Tensor | None:
+def fused_poisson_recon(obs: ObservationModel, params: Tensor, batch: LossBatch) -> Tensor | None:
     """(K,) masked mean Poisson NLL of raw params (K, B, T, N, 1) in C++, or None if it does not
     apply (then use `masked_mean_nll` on `obs.log_likelihood`)."""
-    kernels = kernels_for(params)
+    if params.dtype != torch.float32 or params.device.type != "cpu":
+        return None
+    kernels = load_kernels()
     if kernels is None or not _applies(obs, params, batch):
         return None
     target = batch.target.contiguous()

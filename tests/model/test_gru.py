@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autolfads.model.batched import (
-    BatchedLinear,
-    BidirectionalGRU,
-    ClippedGRUCell,
-    per_worker,
-    worker_dropout,
-)
+from autolfads.model.gru import BidirectionalGRU, ClippedGRUCell
+from autolfads.model.linear import BatchedLinear, per_worker
+from autolfads.model.ops import REFERENCE
+
+worker_dropout = REFERENCE.dropout
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -1,8 +1,8 @@
 // Whole recurrent loops of LFADS in C++, for float32 CPU tensors: the clipped-GRU sequence of the
 // encoders and the controller-generator recurrence, forward and backward.
 //
-// The recurrences are those of autolfads/model/gru_kernels.py and generator_loop.py (see their
-// docstrings), which stay the reference:
+// The recurrences are those of autolfads/model/gru.py and controller.py (see their docstrings),
+// which stay the reference; autolfads/accel/gru.py and loop.py wrap these loops as autograd nodes:
 //     [r, u] = sigmoid(x_ru + h W_g);  c = tanh(x_c + (r * h) W_c);  h' = clip(c + u (h - c))
 // Rows (trials, or trial x sample) never interact inside a recurrence, so the work is split into
 // items = (worker k, block of rows), and each item runs all T steps on its own: one thread per item,
@@ -443,7 +443,7 @@ std::vector<at::Tensor> gru_sequence_backward(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The controller-generator recurrence (generator_loop.py):
+// The controller-generator recurrence (model/controller.py, accel/loop.py):
 //     con_in_t = x^con_t + d_{t-1} W_fb;  c_t = GRU_con(con_in_t, c_{t-1});  raw_t = c_t W_co + b_co
 //     u_t = mean_t + eps_t exp(clamp(logvar_t) / 2);  gen_in_t = x^gen_t + u_t W_ug
 //     g_t = GRU_gen(gen_in_t, g_{t-1});  d_t = g_t m_{t+1}

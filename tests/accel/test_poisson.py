@@ -7,16 +7,15 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import CPP, needs_cpp
 
-from autolfads.model import fused
+from autolfads.accel.poisson import fused_poisson_recon
 from autolfads.model.observations import MAX_LOG, Gaussian, Poisson
+from autolfads.model.ops import REFERENCE
 from autolfads.train.augment import PreparedBatch
-from autolfads.train.fused_loss import fused_poisson_recon
 from autolfads.train.objective import masked_mean_nll
 
-needs_kernels = pytest.mark.skipif(
-    fused.load_kernels() is None, reason="no C++ toolchain here: the PyTorch path is tested alone"
-)
+needs_kernels = needs_cpp
 
 K, B, T, N = 3, 4, 50, 45  # K * B * T * N spans several of the kernel's blocks of 8192
 
@@ -110,7 +109,8 @@ def test_fused_poisson_loss_is_used_for_float32_poisson_only():
     assert fused_poisson_recon(Poisson(K, N), params, per_worker_target) is None
 
 
-def test_fused_poisson_loss_steps_aside_when_switched_off(monkeypatch):
-    monkeypatch.setenv("AUTOLFADS_FUSED", "0")
+@needs_kernels
+def test_the_cpp_ops_take_the_loss_and_the_reference_leaves_it_to_the_generic_path():
     params, batch = _case(grad_mask=True, per_worker_mask=False, sbtt=True)
-    assert fused_poisson_recon(Poisson(K, N), params, batch) is None
+    assert REFERENCE.poisson_recon(Poisson(K, N), params, batch) is None
+    assert CPP.poisson_recon(Poisson(K, N), params, batch) is not None
