@@ -28,6 +28,7 @@ LAYERS = {
     "data": 0,
     "config": 0,
     "errors": 0,
+    "parts": 0,
     "progress": 0,
     "_atomic": 0,
     "_memory": 0,

@@ -26,7 +26,7 @@ def _ar1_dense(log_tau: torch.Tensor, log_nvar: torch.Tensor, t: int) -> D.Multi
 
 
 def _ar1_prior(k: int, u: int, g: torch.Generator) -> AR1Prior:
-    prior = AR1Prior(k, u, tau=8.0, nvar=0.2).double()
+    prior = AR1Prior(k, u, co_prior_tau=8.0, co_prior_nvar=0.2).double()
     with torch.no_grad():  # distinct values per worker and dimension
         prior.log_tau.add_(0.5 * torch.randn(k, u, generator=g, dtype=torch.float64))
         prior.log_nvar.add_(0.5 * torch.randn(k, u, generator=g, dtype=torch.float64))
@@ -67,13 +67,13 @@ def test_priors_reject_non_positive_variances():
     with pytest.raises(ConfigError, match="ic_prior_var"):
         GaussianICPrior(1, 2, ic_prior_var=0.0)
     with pytest.raises(ConfigError, match="co_prior_tau"):
-        AR1Prior(1, 2, tau=-1.0)
+        AR1Prior(1, 2, co_prior_tau=-1.0)
     with pytest.raises(ConfigError, match="co_prior_nvar"):
-        AR1Prior(1, 2, nvar=0.0)
+        AR1Prior(1, 2, co_prior_nvar=0.0)
 
 
 def test_ar1_initial_values():
-    prior = AR1Prior(2, 3, tau=10.0, nvar=0.1)
+    prior = AR1Prior(2, 3, co_prior_tau=10.0, co_prior_nvar=0.1)
     assert prior.log_tau.shape == prior.log_nvar.shape == (2, 3)
     torch.testing.assert_close(prior.alpha().detach(), torch.full((2, 3), math.exp(-0.1)))
     torch.testing.assert_close(prior.log_nvar.detach().exp(), torch.full((2, 3), 0.1))

@@ -179,14 +179,14 @@ def controlled_generator(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """`autolfads.model.controller.controlled_generator` (same arguments and results) in C++.
 
-    A gen_x that is one row broadcast over trials and steps (stride 0, the bias alone) is passed
-    as that row: its gradient is then summed inside the loop. With `con_projection` the loop
+    A gen_x of one (K, 1, 1, 3G) row shared by all trials and steps (the bias alone) has its
+    gradient summed inside the loop. (Pass that row, not an expanded view of it: slicing the row
+    back out of the view would send the gradient through a full-size zero buffer.) With
+    `con_projection` the loop
     projects each step's rows itself, except for posterior sampling (S > 1, no gradients), where
     the input is projected once per trial for its S samples. The results are views of time-major
     (K, T, B, .) storage.
     """
-    if gen_x.stride(1) == 0 and gen_x.stride(2) == 0:
-        gen_x = gen_x[:, :1, :1]
     tensors = (con_x, gen_x, gen_init, con_h0, *weights.as_tuple(), *(con_projection or ()))
     if samples > 1 and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         con_x, samples = con_x.repeat_interleave(samples, dim=1), 1  # the backward maps rows 1:1

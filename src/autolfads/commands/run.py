@@ -12,7 +12,7 @@ from autolfads.commands.workflow import (
     prepare_out_dir,
     write_final_outputs,
 )
-from autolfads.config import check_device, split_overrides
+from autolfads.config import split_overrides
 from autolfads.pbt.policy import HIGHER_IS_BETTER
 from autolfads.pbt.population import STATE_FILE, run_pbt
 
@@ -25,7 +25,6 @@ def run_command(args: argparse.Namespace) -> int:
     if getattr(args, "address", None):
         overrides.append(f"pbt.address={args.address}")
     cfg = config_from_args(args, overrides)
-    check_device(str(cfg.device))
     sessions = load_sessions(paths, cfg, quiet=args.quiet)
     out = prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     try:

@@ -11,7 +11,7 @@ from autolfads.commands.workflow import (
     prepare_out_dir,
     write_final_outputs,
 )
-from autolfads.config import check_device, split_overrides
+from autolfads.config import split_overrides
 from autolfads.errors import UsageError
 from autolfads.train.fit import fit_single_model
 
@@ -26,7 +26,6 @@ def train_command(args: argparse.Namespace) -> int:
             "autolfads train: --resume is for `autolfads run`; train again with --overwrite"
         )
     cfg = config_from_args(args, overrides)
-    check_device(str(cfg.device))
     sessions = load_sessions(paths, cfg, quiet=args.quiet)
     out = prepare_out_dir(args.out, overwrite=args.overwrite)
     result = fit_single_model(cfg, sessions, out, quiet=args.quiet)

@@ -11,18 +11,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from autolfads._atomic import atomic_path
-from autolfads.config import check_data_dims, load_config
+from autolfads.config import check_data_dims, check_device, load_config
 from autolfads.data import SessionData, read_sessions, write_session_outputs
 from autolfads.errors import UsageError
+from autolfads.model.lfads import MAPS
+from autolfads.model.observations import OBSERVATION_MODELS, ObservationModel
+from autolfads.model.priors import CO_PRIORS, IC_PRIORS, ICPrior, InputPrior
 from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.files import output_path
 from autolfads.outputs.posterior import as_output_datasets
+from autolfads.parts import resolve_part
+from autolfads.train.augment import AUGMENTATIONS, Augmentation
 
 __all__ = [
     "config_from_args",
+    "check_parts",
     "prepare_out_dir",
     "load_sessions",
     "write_final_outputs",
@@ -33,7 +40,8 @@ ZIP_NAME = "autolfads.zip"
 
 
 def config_from_args(args: argparse.Namespace, overrides: Sequence[str]) -> DictConfig:
-    """Resolved config: defaults <- -c file <- k=v overrides <- --device/--seed/--samples."""
+    """Resolved and checked config: defaults <- -c file <- k=v overrides <- --device/--seed/
+    --samples; the device exists and every swappable part names a class (`check_parts`)."""
     extra = list(overrides)
     if getattr(args, "device", None):
         extra.append(f"device={args.device}")
@@ -41,7 +49,22 @@ def config_from_args(args: argparse.Namespace, overrides: Sequence[str]) -> Dict
         extra.append(f"seed={args.seed}")
     if getattr(args, "samples", None) is not None:
         extra.append(f"trainer.samples={args.samples}")
-    return load_config(getattr(args, "config", None), extra)
+    cfg = load_config(getattr(args, "config", None), extra)
+    check_device(str(cfg.device))
+    check_parts(cfg)
+    return cfg
+
+
+def check_parts(cfg: DictConfig) -> None:
+    """Every swappable part of `cfg` names a class of the right kind (ConfigError, one line)."""
+    model = cfg.model
+    resolve_part("model.reconstruction", model.reconstruction, OBSERVATION_MODELS, ObservationModel)
+    resolve_part("model.ic_prior", model.ic_prior, IC_PRIORS, ICPrior)
+    resolve_part("model.co_prior", model.co_prior, CO_PRIORS, InputPrior)
+    resolve_part("model.readin", model.readin, MAPS, nn.Module)
+    resolve_part("model.readout", model.readout, MAPS, nn.Module)
+    for name in cfg.datamodule.augmentations:
+        resolve_part("datamodule.augmentations", name, AUGMENTATIONS, Augmentation)
 
 
 def prepare_out_dir(out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:

@@ -7,6 +7,7 @@ table of `autolfads.config.rules`. Each refusal is a one-line `ConfigError` nami
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from autolfads.errors import ConfigError, UsageError
 __all__ = [
     "load_config",
     "packaged_config_names",
+    "packaged_defaults",
     "check_data_dims",
     "check_config",
     "check_device",
@@ -39,6 +41,14 @@ DATA_DIM_KEYS = (
 def _packaged(name: str) -> DictConfig:
     text = resources.files("autolfads.config").joinpath(f"{name}.yaml").read_text()
     return OmegaConf.create(text)
+
+
+@functools.cache
+def packaged_defaults() -> DictConfig:
+    """The packaged `defaults.yaml`, read-only: the one source of every setting's default."""
+    defaults = _packaged("defaults")
+    OmegaConf.set_readonly(defaults, True)
+    return defaults
 
 
 def packaged_config_names() -> list[str]:

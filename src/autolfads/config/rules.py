@@ -50,8 +50,8 @@ class Rule:
 
     Attributes:
         kind: `int` (6.0 is taken as 6; 6.5, "6" and true are not), `number` (an int or a finite
-            float, taken as float), `bool`, `choice` (one of `choices`) or `text` (a string
-            matching `pattern`).
+            float, taken as float), `bool`, `choice` (one of `choices`), `text` (a string
+            matching `pattern`) or `paths` (a list of dotted paths `pkg.mod.Class`).
         low, high: the range of an `int` or `number`; None for no bound.
         low_open, high_open: the bound itself is excluded.
         nullable: null is allowed too (its meaning is in `note`).
@@ -86,6 +86,8 @@ class Rule:
                 text += ", or a dotted path pkg.mod.Class"
         elif self.kind == "text":
             text = self.words
+        elif self.kind == "paths":
+            text = "a list of dotted paths pkg.mod.Class"
         else:
             text = ("an integer" if self.kind == "int" else "a number") + self.range_words
         if self.nullable:
@@ -131,6 +133,11 @@ class Rule:
             if not isinstance(value, bool):
                 raise self.refuse(key, value)
             return value
+        if self.kind == "paths":
+            items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
+            if items is None or not all(isinstance(v, str) and _is_dotted_path(v) for v in items):
+                raise self.refuse(key, value)
+            return items
         if not isinstance(value, str):
             raise self.refuse(key, value)
         if self.kind == "choice":
@@ -253,6 +260,11 @@ RULES: dict[str, Rule] = {
     "model.max_grad_norm": POSITIVE,
     # model: observations
     "model.reconstruction": Rule("choice", choices=RECONSTRUCTIONS, dotted=True),
+    # model: swappable parts (a built-in name or a dotted path to the class; docs/architecture.md)
+    "model.ic_prior": Rule("choice", choices=("gaussian",), dotted=True),
+    "model.co_prior": Rule("choice", choices=("ar1",), dotted=True),
+    "model.readin": Rule("choice", choices=("linear",), dotted=True),
+    "model.readout": Rule("choice", choices=("linear",), dotted=True),
     "model.allow_noninteger": FLAG,
     "model.s_min": POSITIVE,
     "model.gamma_prior": _searched(POSITIVE),
@@ -263,6 +275,7 @@ RULES: dict[str, Rule] = {
     "datamodule.temporal_shift.enabled": FLAG,
     "datamodule.temporal_shift.std": SCALE,
     "datamodule.temporal_shift.max": _int(0),
+    "datamodule.augmentations": Rule("paths"),
     # trainer
     "trainer.max_epochs": SIZE,
     "trainer.ramp_epochs": _int(0),

@@ -26,10 +26,15 @@ from autolfads.model.gru import BidirectionalGRU, ClippedGRUCell
 from autolfads.model.linear import BatchedLinear
 from autolfads.model.observations import ObservationModel, build_observation_model
 from autolfads.model.ops import REFERENCE, Ops
-from autolfads.model.priors import AR1Prior, GaussianICPrior
+from autolfads.model.priors import CO_PRIORS, IC_PRIORS, ICPrior, InputPrior
 from autolfads.model.structure import LFADSStructure
+from autolfads.parts import build_part
 
-__all__ = ["LFADSOutput", "LFADSNetwork", "FactorReadout"]
+__all__ = ["LFADSOutput", "LFADSNetwork", "FactorReadout", "MAPS"]
+
+MAPS: dict[str, type[nn.Module]] = {"linear": BatchedLinear}
+"""Read-ins and read-outs by name (`model.readin`, `model.readout`): classes called as
+`cls(n_workers, in_features, out_features)` mapping (K, ..., in) to (K, ..., out)."""
 
 
 @dataclass
@@ -87,13 +92,19 @@ class LFADSNetwork(nn.Module):
         s, k = structure, n_workers
         self.structure, self.n_workers = s, k
         enc_in = s.encoder_input_dim
+        settings = s.part_settings()
         if s.readin_dim is not None:
-            self.readin = nn.ModuleList(BatchedLinear(k, n, enc_in) for n in s.encod_data_dims)
+            self.readin = nn.ModuleList(
+                build_part("model.readin", s.readin, MAPS, nn.Module, k, n, enc_in, **settings)
+                for n in s.encod_data_dims
+            )
         else:
             self.readin = None
         self.ic_encoder = BidirectionalGRU(k, enc_in, s.ic_enc_dim, s.cell_clip)
         self.ic_posterior = BatchedLinear(k, 2 * s.ic_enc_dim, 2 * s.ic_dim)
-        self.ic_prior = GaussianICPrior(k, s.ic_dim, s.ic_prior_var)
+        self.ic_prior = build_part(
+            "model.ic_prior", s.ic_prior, IC_PRIORS, ICPrior, k, s.ic_dim, **settings
+        )
         self.ic_to_gen = BatchedLinear(k, s.ic_dim, s.gen_dim)
         if s.use_controller:
             self.ci_encoder = BidirectionalGRU(k, enc_in, s.ci_enc_dim, s.cell_clip)
@@ -101,7 +112,9 @@ class LFADSNetwork(nn.Module):
             self.factors_to_con = BatchedLinear(k, s.fac_dim, 3 * s.con_dim, bias=False)
             self.con_h0 = nn.Parameter(torch.zeros(k, s.con_dim))
             self.co_posterior = BatchedLinear(k, s.con_dim, 2 * s.co_dim)
-            self.co_prior = AR1Prior(k, s.co_dim, s.co_prior_tau, s.co_prior_nvar)
+            self.co_prior = build_part(
+                "model.co_prior", s.co_prior, CO_PRIORS, InputPrior, k, s.co_dim, **settings
+            )
             self.co_to_gen = BatchedLinear(k, s.co_dim, 3 * s.gen_dim, bias=False)
         self.generator = ClippedGRUCell(k, s.ext_input_dim, s.gen_dim, s.cell_clip)
         # Posteriors start with the spread of their priors: a unit initial variance would drown the
@@ -111,13 +124,10 @@ class LFADSNetwork(nn.Module):
             _init_log_variance(self.co_posterior, s.co_dim, s.co_prior_nvar)
         self.factor_readout = FactorReadout(k, s.gen_dim, s.fac_dim)
         self.observation: nn.ModuleList = nn.ModuleList(
-            build_observation_model(
-                s.reconstruction, k, n, s_min=s.s_min, gamma_prior=s.gamma_prior
-            )
-            for n in s.recon_data_dims
+            build_observation_model(s.reconstruction, k, n, **settings) for n in s.recon_data_dims
         )
         self.readout = nn.ModuleList(
-            BatchedLinear(k, s.fac_dim, n * obs.n_params)
+            build_part("model.readout", s.readout, MAPS, nn.Module, k, s.fac_dim, n * obs.n_params)
             for n, obs in zip(s.recon_data_dims, self.observation, strict=True)
         )
         self.ops = ops
@@ -145,11 +155,14 @@ class LFADSNetwork(nn.Module):
         return self.observation[session]  # type: ignore[return-value]
 
     def init_readout_bias(self, session: int, mean_data: Tensor) -> None:
-        """Start the read-out of `session` at each channel's mean (mean_data (N,))."""
-        obs = self.observation_model(session)
+        """Start the read-out of `session` at each channel's mean (mean_data (N,)), where the
+        read-out has a (K, N * P) `bias`."""
+        obs, readout = self.observation_model(session), self.readout[session]
+        if getattr(readout, "bias", None) is None:
+            return
         bias = obs.init_bias(mean_data).reshape(-1)  # (N * P,)
         with torch.no_grad():
-            self.readout[session].bias.copy_(bias.expand_as(self.readout[session].bias))
+            readout.bias.copy_(bias.expand_as(readout.bias))
 
     def forward(
         self,
@@ -205,7 +218,10 @@ class LFADSNetwork(nn.Module):
         ext = None
         if ext_input is not None and s.ext_input_dim > 0:
             ext = ext_input.unsqueeze(0).expand(k, *ext_input.shape)  # (K, B, T_rec, E)
-        gen_x = self.generator.project_input(ext, (rows, t_rec))  # (K, B * S, T_rec, 3G)
+        # (K, B * S, T_rec, 3G); the controller loop takes the bias alone as one (K, 1, 1, 3G) row
+        # (an expanded view would send its gradient through a (K, B * S, T_rec, 3G) buffer)
+        shared = ext is None and s.use_controller
+        gen_x = self.generator.project_input(ext, (1, 1) if shared else (rows, t_rec))
         masks = None
         if drop:
             masks = ops.state_masks((k, rows, t_rec + 1, s.gen_dim), gen_init, rate, generator)

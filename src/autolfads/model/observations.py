@@ -10,8 +10,6 @@ path to a subclass of `ObservationModel`.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from autolfads.errors import ConfigError
+from autolfads.parts import build_part
 
 __all__ = [
     "ObservationModel",
@@ -301,40 +300,6 @@ OBSERVATION_MODELS: dict[str, type[ObservationModel]] = {
 }
 
 
-def _resolve_class(spec: str) -> type[ObservationModel]:
-    """Registry name or dotted path `pkg.mod.Class` -> the class; ConfigError when unknown."""
-    known = ", ".join(OBSERVATION_MODELS)
-    if spec in OBSERVATION_MODELS:
-        return OBSERVATION_MODELS[spec]
-    module_name, _, class_name = spec.rpartition(".")
-    cls = None
-    if module_name:
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name, None)
-        except ImportError:
-            cls = None
-    if cls is None:
-        raise ConfigError(
-            f"unknown observation model `model.reconstruction`={spec!r}: expected one of "
-            f"{known}, or a dotted path pkg.mod.Class"
-        )
-    if not (inspect.isclass(cls) and issubclass(cls, ObservationModel)):
-        raise ConfigError(
-            f"`model.reconstruction`={spec!r} is not a subclass of "
-            f"autolfads.model.observations.ObservationModel"
-        )
-    return cls
-
-
-def _accepted_kwargs(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The subset of `kwargs` that `cls.__init__` accepts (all of them if it takes **kwargs)."""
-    params = inspect.signature(cls).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(kwargs)
-    names = {p.name for p in params}
-    return {k: v for k, v in kwargs.items() if k in names}
-
-
 def build_observation_model(
     spec: str, n_workers: int, n_channels: int, **kwargs: Any
 ) -> ObservationModel:
@@ -349,7 +314,12 @@ def build_observation_model(
     Raises:
         ConfigError: `spec` names no known class.
     """
-    if not isinstance(spec, str):
-        raise ConfigError(f"`model.reconstruction` must be a string, got {spec!r}")
-    cls = _resolve_class(spec)
-    return cls(n_workers, n_channels, **_accepted_kwargs(cls, kwargs))
+    return build_part(
+        "model.reconstruction",
+        spec,
+        OBSERVATION_MODELS,
+        ObservationModel,
+        n_workers,
+        n_channels,
+        **kwargs,
+    )

@@ -7,19 +7,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autolfads.config import packaged_defaults
 from autolfads.config.rules import RULES, check_controller_sizes
 from autolfads.errors import ConfigError
 
 __all__ = ["LFADSStructure"]
 
 _REQUIRED = ("encod_seq_len", "recon_seq_len", "ext_input_dim")  # never null in a structure
+_DEFAULTS = packaged_defaults().model  # the one source of the defaults (defaults.yaml)
 
 
 @dataclass(frozen=True)
 class LFADSStructure:
     """What an LFADS model is made of (not its searchable hyperparameters, not its weights).
 
-    Per-session tuples have one entry per session (multi-session stitching).
+    Per-session tuples have one entry per session (multi-session stitching). The defaults are
+    those of `defaults.yaml`.
     """
 
     encod_data_dims: tuple[int, ...]
@@ -28,23 +31,27 @@ class LFADSStructure:
     recon_seq_len: int
     ext_input_dim: int = 0
     readin_dim: int | None = None
-    ic_enc_dim: int = 64
-    ci_enc_dim: int = 32
-    con_dim: int = 32
-    co_dim: int = 2
-    ic_dim: int = 64
-    gen_dim: int = 100
-    fac_dim: int = 20
-    cell_clip: float = 5.0
-    ci_lag: int = 1
-    co_prior_tau: float = 10.0
-    co_prior_nvar: float = 0.1
-    ic_prior_var: float = 0.1
-    ic_post_var_min: float = 1e-4
-    reconstruction: str = "poisson"
-    s_min: float = 0.1
-    gamma_prior: float = 1.0
-    log_input: bool = False
+    ic_enc_dim: int = _DEFAULTS.ic_enc_dim
+    ci_enc_dim: int = _DEFAULTS.ci_enc_dim
+    con_dim: int = _DEFAULTS.con_dim
+    co_dim: int = _DEFAULTS.co_dim
+    ic_dim: int = _DEFAULTS.ic_dim
+    gen_dim: int = _DEFAULTS.gen_dim
+    fac_dim: int = _DEFAULTS.fac_dim
+    cell_clip: float = _DEFAULTS.cell_clip
+    ci_lag: int = _DEFAULTS.ci_lag
+    co_prior_tau: float = _DEFAULTS.co_prior_tau
+    co_prior_nvar: float = _DEFAULTS.co_prior_nvar
+    ic_prior_var: float = _DEFAULTS.ic_prior_var
+    ic_post_var_min: float = _DEFAULTS.ic_post_var_min
+    reconstruction: str = _DEFAULTS.reconstruction
+    ic_prior: str = _DEFAULTS.ic_prior
+    co_prior: str = _DEFAULTS.co_prior
+    readin: str = _DEFAULTS.readin
+    readout: str = _DEFAULTS.readout
+    s_min: float = _DEFAULTS.s_min
+    gamma_prior: float = _DEFAULTS.gamma_prior
+    log_input: bool = _DEFAULTS.log_input
 
     def __post_init__(self) -> None:
         if len(self.encod_data_dims) != len(self.recon_data_dims) or not self.encod_data_dims:
@@ -71,6 +78,18 @@ class LFADSStructure:
             )
         if len(self.encod_data_dims) > 1 and self.readin_dim is None:
             object.__setattr__(self, "readin_dim", int(self.encod_data_dims[0]))
+
+    def part_settings(self) -> dict[str, Any]:
+        """The settings a swappable part may take by keyword (`autolfads.parts`)."""
+        names = (
+            "cell_clip",
+            "co_prior_tau",
+            "co_prior_nvar",
+            "ic_prior_var",
+            "s_min",
+            "gamma_prior",
+        )
+        return {name: getattr(self, name) for name in names}
 
     @property
     def n_sessions(self) -> int:

@@ -1,4 +1,5 @@
-"""Training-time treatment of a batch: unobserved entries (SBTT), coordinated dropout, sample validation.
+"""Training-time treatment of a batch: augmentations (temporal shift, a user's), unobserved entries
+(SBTT), coordinated dropout, sample validation.
 
 Masks, all broadcastable to (K, B, T_rec, N_rec):
 - `loss_mask`: entries that count in the reconstruction loss (observed and not held out for validation).
@@ -9,6 +10,7 @@ Masks, all broadcastable to (K, B, T_rec, N_rec):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +19,61 @@ from torch import Tensor
 from autolfads.data.tensors import encoder_input
 from autolfads.model.linear import per_worker
 from autolfads.model.ops import REFERENCE, Ops
+from autolfads.parts import build_part
+from autolfads.train.shift import shift_training_batch
 
-__all__ = ["PreparedBatch", "prepare_batch", "coordinated_dropout"]
+__all__ = [
+    "Augmentation",
+    "TemporalShift",
+    "AUGMENTATIONS",
+    "build_augmentations",
+    "PreparedBatch",
+    "prepare_batch",
+    "coordinated_dropout",
+]
+
+
+class Augmentation:
+    """Interface: an augmentation of training batches (never of evaluation or sampling), built
+    once per shard as `cls()` (`datamodule.augmentations`: a name of `AUGMENTATIONS` or a dotted
+    path to a subclass).
+
+    Called on every training batch with encod (B, T_enc, N_enc) and recon (B, T_rec, N_rec), NaN
+    where unobserved, sv_mask (B, T_enc, N_enc) bool sample-validation entries or None, and the
+    shard's generator; returns the three, same shapes.
+    """
+
+    def __call__(
+        self, encod: Tensor, recon: Tensor, sv_mask: Tensor | None, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        raise NotImplementedError
+
+
+class TemporalShift(Augmentation):
+    """The EMG temporal shift (`autolfads.train.shift.shift_training_batch`)."""
+
+    def __init__(self, std: float, max_shift: int) -> None:
+        self.std, self.max_shift = std, max_shift
+
+    def __call__(self, encod, recon, sv_mask, generator):
+        return shift_training_batch(
+            encod, recon, self.std, self.max_shift, sv_mask=sv_mask, generator=generator
+        )
+
+
+AUGMENTATIONS: dict[str, type[Augmentation]] = {}
+"""Augmentations by name (the temporal shift has its own settings, `datamodule.temporal_shift`)."""
+
+
+def build_augmentations(
+    names: Sequence[str], temporal_shift: tuple[float, int] | None = None
+) -> list[Augmentation]:
+    """The training-batch augmentations in the order they apply: the temporal shift (std, max)
+    when given, then `names` (`datamodule.augmentations`)."""
+    out: list[Augmentation] = [TemporalShift(*temporal_shift)] if temporal_shift else []
+    for name in names:
+        out.append(build_part("datamodule.augmentations", name, AUGMENTATIONS, Augmentation))
+    return out
 
 
 @dataclass

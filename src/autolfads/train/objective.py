@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from autolfads.model.lfads import LFADSNetwork, LFADSOutput
-from autolfads.model.priors import ar1_kl_one_sample
 from autolfads.train.augment import PreparedBatch
 
 __all__ = ["ramp_factor", "masked_mean_nll", "l2_penalty", "lfads_loss"]
@@ -92,7 +91,7 @@ def lfads_loss(
         recon = masked_mean_nll(nll, batch)
     kl_ic = net.ic_prior.kl(out.ic_mean, out.ic_var).mean(1)
     if net.structure.use_controller:
-        kl_co = ar1_kl_one_sample(out.co_sample, out.co_mean, out.co_var, net.co_prior).mean(1)
+        kl_co = net.co_prior.kl(out.co_sample, out.co_mean, out.co_var).mean(1)
     else:
         kl_co = torch.zeros_like(kl_ic)
     l2 = l2_penalty(net, hps)

@@ -13,14 +13,14 @@ from torch import Tensor
 
 from autolfads._memory import keep_freed_memory
 from autolfads.accel import accelerate
+from autolfads.config import packaged_defaults
 from autolfads.data.tensors import SessionTensors, epoch_batches, split_batches
 from autolfads.errors import ConfigError
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.structure import LFADSStructure
-from autolfads.train.augment import prepare_batch
+from autolfads.train.augment import build_augmentations, prepare_batch
 from autolfads.train.objective import lfads_loss, ramp_factor
 from autolfads.train.optim import PopulationAdam
-from autolfads.train.shift import shift_training_batch
 
 __all__ = ["TrainSettings", "Shard", "HP_NAMES"]
 
@@ -40,24 +40,30 @@ HP_NAMES = (
 )
 
 
+_DEFAULTS = packaged_defaults()  # the one source of the defaults (defaults.yaml)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """Fixed training settings shared by every worker of a shard.
+    """Fixed training settings shared by every worker of a shard (defaults: `defaults.yaml`).
 
     `temporal_shift` turns on the EMG temporal-shift augmentation of training batches
     (`autolfads.train.shift`): each channel of each trial moved by round(Normal(0,
     `temporal_shift_std`)) bins, clamped to +-`temporal_shift_max`, independently for the input and
-    the target. Never applied in evaluation or posterior sampling.
+    the target. `augmentations` are further training-batch augmentations by name or dotted path
+    (`autolfads.train.augment.Augmentation`), applied after it in order. Neither is applied in
+    evaluation or posterior sampling.
     """
 
-    batch_size: int = 100
-    ramp_epochs: int = 50
-    ramp_start: int = 0
-    loss_scale: float = 1e4
-    max_grad_norm: float = 200.0
-    temporal_shift: bool = False
-    temporal_shift_std: float = 3.0
-    temporal_shift_max: int = 6
+    batch_size: int = _DEFAULTS.datamodule.batch_size
+    ramp_epochs: int = _DEFAULTS.trainer.ramp_epochs
+    ramp_start: int = _DEFAULTS.trainer.ramp_start
+    loss_scale: float = _DEFAULTS.model.loss_scale
+    max_grad_norm: float = _DEFAULTS.model.max_grad_norm
+    temporal_shift: bool = _DEFAULTS.datamodule.temporal_shift.enabled
+    temporal_shift_std: float = _DEFAULTS.datamodule.temporal_shift.std
+    temporal_shift_max: int = _DEFAULTS.datamodule.temporal_shift.max
+    augmentations: tuple[str, ...] = tuple(_DEFAULTS.datamodule.augmentations)
 
     def __post_init__(self) -> None:
         if not self.temporal_shift_std >= 0:
@@ -72,25 +78,20 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> TrainSettings:
-        """From the resolved config tree (a tree without `datamodule.temporal_shift`: shift off)."""
-        shift = cfg["datamodule"].get("temporal_shift") or {"enabled": False, "std": 3.0, "max": 6}
+        """From a checked configuration (`autolfads.config.load_config`)."""
+        data, trainer, model = cfg["datamodule"], cfg["trainer"], cfg["model"]
+        shift = data["temporal_shift"]
         return cls(
-            batch_size=int(cfg["datamodule"]["batch_size"]),
-            ramp_epochs=int(cfg["trainer"]["ramp_epochs"]),
-            ramp_start=int(cfg["trainer"]["ramp_start"]),
-            loss_scale=float(cfg["model"]["loss_scale"]),
-            max_grad_norm=float(cfg["model"]["max_grad_norm"]),
-            temporal_shift=bool(shift["enabled"]),
-            temporal_shift_std=float(shift["std"]),
-            temporal_shift_max=_whole_bins("datamodule.temporal_shift.max", shift["max"]),
+            batch_size=data["batch_size"],
+            ramp_epochs=trainer["ramp_epochs"],
+            ramp_start=trainer["ramp_start"],
+            loss_scale=model["loss_scale"],
+            max_grad_norm=model["max_grad_norm"],
+            temporal_shift=shift["enabled"],
+            temporal_shift_std=shift["std"],
+            temporal_shift_max=shift["max"],
+            augmentations=tuple(data["augmentations"]),
         )
-
-
-def _whole_bins(key: str, value: object) -> int:
-    """An integer number of bins from a config value (6 or 6.0), else a ConfigError naming `key`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ConfigError(f"{key} must be a whole number of bins, got {value!r}")
-    return int(value)
 
 
 def _hp_tensor(values: Sequence[float] | np.ndarray | Tensor, device: torch.device) -> Tensor:
@@ -145,6 +146,10 @@ class Shard:
         self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
         self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
         self.net = accelerate(LFADSNetwork(structure, self.n_workers), accel).to(self.device)
+        shift = (settings.temporal_shift_std, settings.temporal_shift_max)
+        self.augmentations = build_augmentations(
+            settings.augmentations, shift if settings.temporal_shift else None
+        )
         self.hps = {n: _hp_tensor(hps[n], self.device) for n in HP_NAMES}
         self._apply_hps_to_net()
         self.optimizer = PopulationAdam(
@@ -189,15 +194,8 @@ class Shard:
             d = data[session]
             encod, recon, ext = d.batch("train", idx)
             sv = d.sv_mask[idx] if d.sv_mask is not None else None
-            if self.settings.temporal_shift:
-                encod, recon, sv = shift_training_batch(
-                    encod,
-                    recon,
-                    self.settings.temporal_shift_std,
-                    self.settings.temporal_shift_max,
-                    sv_mask=sv,
-                    generator=self.noise,
-                )
+            for augment in self.augmentations:
+                encod, recon, sv = augment(encod, recon, sv, self.noise)
             obs = self.net.observation_model(session)
             batch = prepare_batch(
                 encod,
