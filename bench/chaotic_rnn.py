@@ -45,7 +45,7 @@ def training_config(epochs: int, seed: int, overrides: list[str]) -> DictConfig:
         [
             f"trainer.max_epochs={epochs}",
             "trainer.early_stopping_patience=1000",
-            "model.lr_stop=0",
+            "model.lr_stop=1e-12",  # no learning-rate floor (must be > 0)
             "trainer.samples=50",
             f"seed={seed}",
             *overrides,

@@ -227,6 +227,7 @@ RULES: dict[str, Rule] = {
     "model.recon_seq_len": DATA_DIM,
     "model.ext_input_dim": _int(0, nullable=True, note="null = read from the data file"),
     "model.readin_dim": _int(1, nullable=True, note="null = the default read-in"),
+    "model.align_readin": FLAG,
     # model: sizes
     "model.ic_enc_dim": SIZE,
     "model.ci_enc_dim": _int(0, note=">= 1 when co_dim > 0"),

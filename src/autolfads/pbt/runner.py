@@ -14,6 +14,7 @@ import torch
 from autolfads.data import SessionData
 from autolfads.data.tensors import to_tensors
 from autolfads.model.structure import LFADSStructure
+from autolfads.train.alignment import align_network
 from autolfads.train.fit import validation_extras
 from autolfads.train.shard import Shard, TrainSettings
 
@@ -49,6 +50,8 @@ class ShardRunner:
         )
         self.data = to_tensors(self.sessions, spec.device, spec.sv_rate, spec.seed)
         self.shard.init_readout_biases(self.data)
+        if spec.settings.align_readin:  # the same start in every shard (notes: `train` prints them)
+            align_network(self.shard.net, self.sessions)
 
     def train_epochs(self, start: int, stop: int) -> list[dict[str, np.ndarray]]:
         """Train epochs [start, stop); per epoch, train and valid metrics -> (K_s,) arrays."""

@@ -22,6 +22,7 @@ from autolfads.model.structure import LFADSStructure
 from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.fitlog import FitLog
 from autolfads.progress import ProgressLine
+from autolfads.train.alignment import align_network
 from autolfads.train.objective import short_warmup_note
 from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
 
@@ -86,6 +87,9 @@ def fit_single_model(
     shard = Shard(structure, settings, hps, device=device, seed=seed, accel=cfg.get("accel"))
     data: list[SessionTensors] = to_tensors(sessions, device, float(cfg.model.sv_rate), seed)
     shard.init_readout_biases(data)
+    if settings.align_readin:
+        for line in align_network(shard.net, sessions):
+            print(line, file=sys.stderr, flush=True)
     fitlog = FitLog(out / "fitlog.csv")
 
     max_epochs = int(cfg.trainer.max_epochs)

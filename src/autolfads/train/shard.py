@@ -52,7 +52,8 @@ class TrainSettings:
     `temporal_shift_std`)) bins, clamped to +-`temporal_shift_max`, independently for the input and
     the target. `augmentations` are further training-batch augmentations by name or dotted path
     (`autolfads.train.augment.Augmentation`), applied after it in order. Neither is applied in
-    evaluation or posterior sampling.
+    evaluation or posterior sampling. `align_readin` starts several sessions' read-ins and
+    read-outs in one shared space (`autolfads.train.alignment`).
     """
 
     batch_size: int = _DEFAULTS.datamodule.batch_size
@@ -64,6 +65,7 @@ class TrainSettings:
     temporal_shift_std: float = _DEFAULTS.datamodule.temporal_shift.std
     temporal_shift_max: int = _DEFAULTS.datamodule.temporal_shift.max
     augmentations: tuple[str, ...] = tuple(_DEFAULTS.datamodule.augmentations)
+    align_readin: bool = _DEFAULTS.model.align_readin
 
     def __post_init__(self) -> None:
         if not self.temporal_shift_std >= 0:
@@ -91,6 +93,7 @@ class TrainSettings:
             temporal_shift_std=shift["std"],
             temporal_shift_max=shift["max"],
             augmentations=tuple(data["augmentations"]),
+            align_readin=model["align_readin"],
         )
 
 
