@@ -22,11 +22,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from autolfads.data.synthetic import simulate_to_file
+    from autolfads.data.synthetic_sessions import write_simulation
 
     # every word is an override: a word without "=" is an error there, not silently dropped
-    simulate_to_file(args.name, args.out, seed=args.seed, overrides=args.overrides)
-    print(f"wrote {args.out}")
+    paths = write_simulation(args.name, args.out, seed=args.seed, overrides=args.overrides)
+    if len(paths) == 1:
+        print(f"wrote {paths[0]}")
+    else:
+        print(f"wrote {len(paths)} sessions: {paths[0]} ... {paths[-1]}")
     return EXIT_OK
 
 
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="synthetic data with ground truth")
     p.add_argument("name", help="chaotic-rnn | lorenz | oscillator | calcium | emg")
-    p.add_argument("out", help="output HDF5 file")
+    p.add_argument("out", help="output HDF5 file (a folder with sessions=S)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_cmd_simulate)

@@ -106,6 +106,13 @@ def test_several_sessions_from_a_glob_sorted_by_name(tmp_path, make_session):
     assert [s.name for s in sessions] == ["sess0", "sess1", "sess2"]
 
 
+def test_a_glob_orders_numbered_sessions_by_number(tmp_path, make_session):
+    for i in (10, 2, 1, 0):
+        make_session(name=f"sess{i}.h5")
+    sessions = read_sessions(str(tmp_path / "sess*.h5"))
+    assert [s.name for s in sessions] == ["sess0", "sess1", "sess2", "sess10"]
+
+
 def test_single_path_gives_one_session(make_session):
     assert [s.name for s in read_sessions(make_session())] == ["s0"]
 

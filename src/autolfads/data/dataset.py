@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,8 @@ def read_sessions(
         require_equal_channels: refuse sessions whose channel counts differ.
 
     Returns:
-        One `SessionData` per file, in the order given (glob matches sorted by name).
+        One `SessionData` per file, in the order given (glob matches in natural order of
+        their names: sess2.h5 before sess10.h5).
 
     Raises:
         DataError: naming the file, the key, what was found and what was expected.
@@ -127,7 +129,8 @@ def read_session(
 
 
 def expand_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
-    """Files named by a path, a glob pattern, or a list of either (each pattern sorted)."""
+    """Files named by a path, a glob pattern, or a list of either (each pattern's matches in
+    natural order, numbers compared as numbers: sess2.h5 before sess10.h5)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise DataError("data: no session files given; expected a path, a glob pattern or a list")
@@ -135,13 +138,18 @@ def expand_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     for item in items:
         text = os.fspath(item)
         if not Path(text).exists() and glob.has_magic(text):
-            matches = sorted(glob.glob(text))
+            matches = sorted(glob.glob(text), key=_natural_key)
             if not matches:
                 raise DataError(f"{text}: no files match this pattern; expected at least one")
             files.extend(Path(m) for m in matches)
         else:
             files.append(Path(text))
     return files
+
+
+def _natural_key(name: str) -> list[str | int]:
+    """Sort key of a name with its runs of digits as numbers ('sess10' -> ['sess', 10, ''])."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _datasets(file: h5py.File) -> dict[str, h5py.Dataset]:

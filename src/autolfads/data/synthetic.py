@@ -22,6 +22,9 @@ The simulators:
 - `emg`: positive gamma-distributed, EMG-like signals of muscles with occasional large
   artifacts; the truth is the muscle activation in (0, 1), `conversion_factor` = 1 / amplitude.
 
+`lorenz` and `chaotic-rnn` also have a multi-session form (`sessions=S`: one latent system, S
+files with their own neurons and trial counts), in `autolfads.data.synthetic_sessions`.
+
 Trials of one condition share their initial state (and, without inputs or jitter, their truth);
 they differ by observation noise. Each condition's trials are split at random into train and
 valid, with `round(valid_fraction * trials_per_condition)` valid trials (at least one of each).
@@ -58,6 +61,7 @@ __all__ = [
     "parse_overrides",
     "simulate",
     "simulate_to_file",
+    "write_session_file",
 ]
 
 Arrays = dict[str, np.ndarray]
@@ -103,8 +107,7 @@ def chaotic_rnn(
     _require_positive(max_rate=max_rate, dt=dt, tau=tau)
     gain = g if g is not None else (2.5 if inputs else 1.5)
     model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
-    weights = model_rng.standard_normal((n_neurons, n_neurons)) / math.sqrt(n_neurons)
-    input_weights = model_rng.standard_normal(n_neurons)
+    weights, input_weights = _rate_rnn_weights(model_rng, n_neurons)
     x0 = cond_rng.standard_normal((n_conditions, n_neurons))
     condition = np.repeat(np.arange(n_conditions), trials_per_condition)
     extras: Arrays = {}
@@ -159,12 +162,10 @@ def lorenz(
     _require_positive(dt=dt, base_rate=base_rate, lorenz_dt=lorenz_dt)
     _require(burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
     model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
-    readout = gain * _unit_rows(model_rng, n_neurons, 3)
-    start = cond_rng.standard_normal((n_conditions, 3)) * 5.0 + np.array([0.0, 0.0, 25.0])
-    params = (sigma, rho, beta)
-    states = _integrate_lorenz(start, params, lorenz_dt, burn_in + n_steps)[:, burn_in:]
-    latents = _standardise(states)  # (C, T, 3)
-    rates = base_rate * np.exp(latents @ readout.T)
+    system = (sigma, rho, beta), lorenz_dt, burn_in
+    latents, rates = _lorenz_rates(
+        model_rng, cond_rng, (n_conditions, n_steps, n_neurons), system, base_rate, gain
+    )  # (C, T, 3), (C, T, N)
     condition = np.repeat(np.arange(n_conditions), trials_per_condition)
     extras = {"latents": latents[condition].astype(np.float32)}
     return _session(rates[condition], dt, condition, noise_rng, split_rng, valid_fraction, extras)
@@ -448,14 +449,22 @@ def simulate_to_file(
     function = _lookup(name)
     params = _check_params(name, function, parse_overrides(overrides))
     arrays = function(seed, **params)
+    attrs = {"simulator": name, "seed": seed, "params": _resolved_params(function, params)}
+    return write_session_file(out, arrays, attrs)
+
+
+def write_session_file(
+    out: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, object]
+) -> Path:
+    """Write `arrays` as the datasets of the HDF5 file `out`, atomically, with `attrs` as its
+    attributes (a mapping value is stored as JSON). Returns `out` as a Path."""
     out = Path(out)
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as file:
             for key, value in arrays.items():
                 _write_array(file, key, value)
-            file.attrs["simulator"] = name
-            file.attrs["seed"] = seed
-            file.attrs["params"] = json.dumps(_resolved_params(function, params))
+            for key, value in attrs.items():
+                file.attrs[key] = json.dumps(value) if isinstance(value, Mapping) else value
     return out
 
 
@@ -570,10 +579,13 @@ def _require_sizes(
 # --------------------------------------------------------------------------- dynamics
 
 
-def _streams(seed: int) -> list[np.random.Generator]:
-    """Independent generators for the model, the conditions, the spike noise and the split."""
+def _streams(seed: int, n: int = 4) -> list[np.random.Generator]:
+    """Independent generators for the model, the conditions, the spike noise and the split.
+
+    `n` > 4 adds more streams after these four (which stay the same for any `n`).
+    """
     _require(isinstance(seed, (int, np.integer)) and seed >= 0, "seed", seed, "an integer >= 0")
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
 def _pulse_inputs(
@@ -614,9 +626,19 @@ def _run_rate_rnn(
     return states
 
 
+def _rate_rnn_weights(rng: np.random.Generator, n_units: int) -> tuple[np.ndarray, np.ndarray]:
+    """Recurrent weights W (N, N) ~ N(0, 1/N) and input weights b (N,) ~ N(0, 1) of the rate RNN."""
+    weights = rng.standard_normal((n_units, n_units)) / math.sqrt(n_units)
+    return weights, rng.standard_normal(n_units)
+
+
 def _minmax_rates(states: np.ndarray, max_rate: float) -> np.ndarray:
     """tanh(states) (B, T, N) rescaled per trial so its minimum is 0 and maximum `max_rate`."""
-    activity = np.tanh(states)
+    return _minmax(np.tanh(states), max_rate)
+
+
+def _minmax(activity: np.ndarray, max_rate: float) -> np.ndarray:
+    """`activity` (B, T, N) rescaled per trial (over bins and channels) to [0, max_rate]."""
     low = activity.min(axis=(1, 2), keepdims=True)
     high = activity.max(axis=(1, 2), keepdims=True)
     return (activity - low) / np.maximum(high - low, 1e-12) * max_rate
@@ -644,6 +666,32 @@ def _integrate_lorenz(
             s = s + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
         states[:, t] = s
     return states
+
+
+def _lorenz_rates(
+    model_rng: np.random.Generator,
+    cond_rng: np.random.Generator,
+    sizes: tuple[int, int, int],
+    system: tuple[tuple[float, float, float], float, int],
+    base_rate: float,
+    gain: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised Lorenz latents (C, T, 3) and the log-linear rates (C, T, N) in Hz they drive.
+
+    Each condition starts at a random point and runs `burn_in` bins before T are recorded; the
+    read-out (N, 3) is `gain` times random unit rows, `log r = log(base_rate) + readout z`.
+
+    Args:
+        sizes: (C, T, N) conditions, bins and neurons.
+        system: ((sigma, rho, beta), Lorenz time per bin, burn-in bins).
+    """
+    n_conditions, n_steps, n_neurons = sizes
+    params, lorenz_dt, burn_in = system
+    readout = gain * _unit_rows(model_rng, n_neurons, 3)
+    start = cond_rng.standard_normal((n_conditions, 3)) * 5.0 + np.array([0.0, 0.0, 25.0])
+    states = _integrate_lorenz(start, params, lorenz_dt, burn_in + n_steps)[:, burn_in:]
+    latents = _standardise(states)  # (C, T, 3)
+    return latents, base_rate * np.exp(latents @ readout.T)
 
 
 def _fine_lorenz(
@@ -821,17 +869,20 @@ def _split_session(
 def _split_within_conditions(
     rng: np.random.Generator, condition: np.ndarray, valid_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, valid) trial indices; each condition sends the same number to valid.
+    """Sorted (train, valid) trial indices: `round(valid_fraction * n_c)` random trials of each
+    condition (at least one, at most n_c - 1) go to valid.
 
-    Trials are grouped by condition, `trials_per_condition` consecutive trials each.
+    Trials are grouped by condition: `condition` (B,) is sorted, condition c has n_c >= 2
+    consecutive trials (the same number for every condition in the single-file simulators).
     """
-    n_conditions = int(condition.max()) + 1
-    per_condition = condition.size // n_conditions
-    n_valid = min(max(round(valid_fraction * per_condition), 1), per_condition - 1)
-    order = np.argsort(rng.random((n_conditions, per_condition)), axis=1)
-    first = (np.arange(n_conditions) * per_condition)[:, None]
+    counts = np.bincount(condition)  # (C,) trials of each condition
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keys = rng.random((counts.size, counts.max()))  # one random order per condition
     is_valid = np.zeros(condition.size, dtype=bool)
-    is_valid[(first + order[:, :n_valid]).ravel()] = True
+    for c, n_c in enumerate(counts):
+        n_valid = min(max(round(valid_fraction * n_c), 1), n_c - 1)
+        order = np.argsort(keys[c, :n_c])
+        is_valid[first[c] + order[:n_valid]] = True
     return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
 
 

@@ -48,24 +48,34 @@ def hps_from_config(cfg: DictConfig, n_workers: int) -> dict[str, np.ndarray]:
 def validation_extras(
     shard: Shard, sessions: Sequence[SessionData], means: Sequence[np.ndarray | None]
 ) -> dict[str, np.ndarray]:
-    """'valid/r2' (truth present) and 'valid/bps' (Poisson) per worker, from valid-split means."""
-    k = shard.n_workers
-    extras: dict[str, np.ndarray] = {}
-    r2 = [[] for _ in range(k)]
-    bps = [[] for _ in range(k)]
+    """'valid/r2' (truth present) and 'valid/bps' (Poisson) per worker, from valid-split means.
+
+    Each is the mean over the sessions where it is computable; with several sessions each
+    session's own value is added as 'valid/r2/sess{i}' and 'valid/bps/sess{i}' (i its index in
+    `sessions`, as in `lfads_output_sess{i}.h5`). Every value is a (K,) array.
+    """
+    workers = range(shard.n_workers)
     poisson = shard.structure.reconstruction == "poisson"
-    for sess, mean in zip(sessions, means, strict=True):
+    per_session: dict[str, dict[int, np.ndarray]] = {"valid/r2": {}, "valid/bps": {}}
+    for i, (sess, mean) in enumerate(zip(sessions, means, strict=True)):
         if mean is None:
             continue
-        for w in range(k):
-            if "valid" in sess.truth:
-                r2[w].append(r2_score(sess.truth["valid"], mean[w]))
-            if poisson:
-                bps[w].append(bits_per_spike(mean[w], sess.recon["valid"]))
-    if any(r2):
-        extras["valid/r2"] = np.array([np.mean(v) for v in r2])
-    if any(bps):
-        extras["valid/bps"] = np.array([np.mean(v) for v in bps])
+        if "valid" in sess.truth:
+            truth = sess.truth["valid"]
+            per_session["valid/r2"][i] = np.array([r2_score(truth, mean[w]) for w in workers])
+        if poisson:
+            target = sess.recon["valid"]
+            per_session["valid/bps"][i] = np.array(
+                [bits_per_spike(mean[w], target) for w in workers]
+            )
+    extras = {
+        name: np.mean(list(values.values()), axis=0)
+        for name, values in per_session.items()
+        if values
+    }
+    if len(sessions) > 1:
+        for name, values in per_session.items():
+            extras.update({f"{name}/sess{i}": v for i, v in values.items()})
     return extras
 
 
