@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="one LFADS model, no PBT, same outputs")
     _add_fit_arguments(p)
+    p.add_argument(
+        "--from",
+        dest="from_ckpt",
+        metavar="CKPT",
+        help="fit one new session onto this model.ckpt: only its read-in/read-out are trained",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="posterior outputs from a saved model")

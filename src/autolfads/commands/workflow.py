@@ -7,8 +7,9 @@ import argparse
 import shutil
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -39,9 +40,15 @@ __all__ = [
 ZIP_NAME = "autolfads.zip"
 
 
-def config_from_args(args: argparse.Namespace, overrides: Sequence[str]) -> DictConfig:
-    """Resolved and checked config: defaults <- -c file <- k=v overrides <- --device/--seed/
-    --samples; the device exists and every swappable part names a class (`check_parts`)."""
+def config_from_args(
+    args: argparse.Namespace,
+    overrides: Sequence[str],
+    base: Mapping[str, Any] | None = None,
+    base_source: str = "base",
+) -> DictConfig:
+    """Resolved and checked config: defaults <- `base` (e.g. a checkpoint's, `train --from`) <-
+    -c file <- k=v overrides <- --device/--seed/--samples; the device exists and every swappable
+    part names a class (`check_parts`)."""
     extra = list(overrides)
     if getattr(args, "device", None):
         extra.append(f"device={args.device}")
@@ -49,7 +56,7 @@ def config_from_args(args: argparse.Namespace, overrides: Sequence[str]) -> Dict
         extra.append(f"seed={args.seed}")
     if getattr(args, "samples", None) is not None:
         extra.append(f"trainer.samples={args.samples}")
-    cfg = load_config(getattr(args, "config", None), extra)
+    cfg = load_config(getattr(args, "config", None), extra, base=base, base_source=base_source)
     check_device(str(cfg.device))
     check_parts(cfg)
     return cfg
@@ -84,9 +91,16 @@ def prepare_out_dir(out: str | Path, *, resume: bool = False, overwrite: bool = 
 
 
 def load_sessions(
-    paths: Sequence[str], cfg: DictConfig, *, quiet: bool = False
+    paths: Sequence[str],
+    cfg: DictConfig,
+    *,
+    quiet: bool = False,
+    read: Callable[[Sequence[str], DictConfig], list[SessionData]] | None = None,
 ) -> list[SessionData]:
     """Read and validate the data files; fill or check the data dimensions in `cfg.model`.
+
+    `read(paths, cfg)` replaces the plain reading (`read_sessions` with the config's observation
+    model), e.g. to check the files against a checkpoint first (`Transfer.read_sessions`).
 
     The model the config describes is checked against the data too (e.g. `model.ci_lag` shorter
     than the trials), so that nothing is written before a refusal. A `datamodule.batch_size`
@@ -95,11 +109,14 @@ def load_sessions(
     """
     if not paths:
         raise UsageError("no data file given")
-    sessions = read_sessions(
-        list(paths),
-        reconstruction=str(cfg.model.reconstruction),
-        allow_noninteger=bool(cfg.model.allow_noninteger),
-    )
+    if read is not None:
+        sessions = read(list(paths), cfg)
+    else:
+        sessions = read_sessions(
+            list(paths),
+            reconstruction=str(cfg.model.reconstruction),
+            allow_noninteger=bool(cfg.model.allow_noninteger),
+        )
     for sess in sessions:
         check_data_dims(cfg, sess.dims.as_dict(), source=str(sess.path), fill=len(sessions) == 1)
     LFADSStructure.from_config(cfg.model, [sess.dims.as_dict() for sess in sessions])
@@ -137,16 +154,29 @@ def write_final_outputs(
         path = output_path(out, i)
         written.append(write_session_outputs(sess.path, path, as_output_datasets(post)))
     written.append(model.save(out / "model.ckpt"))
-    written.append(write_config(out / "config.yaml", cfg))
+    written.append(write_config(out / "config.yaml", cfg, header=_fitted_from_note(model)))
     written.append(write_zip(out, [fitlog_path, *written[: len(sessions)], out / "model.ckpt"]))
     return written
 
 
-def write_config(path: Path, cfg: DictConfig) -> Path:
-    """The fully resolved config as YAML, atomically."""
+def write_config(path: Path, cfg: DictConfig, header: str | None = None) -> Path:
+    """The fully resolved config as YAML, atomically; `header` as a comment line first."""
     with atomic_path(path) as tmp:
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        comment = f"# {header}\n" if header else ""
+        tmp.write_text(comment + OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def _fitted_from_note(model: LFADS) -> str | None:
+    """One line on where a model fitted `--from` a checkpoint came from, else None."""
+    origin = model.fitted_from
+    if not origin:
+        return None
+    sessions = ", ".join(origin.get("sessions", []))
+    return (
+        f"fitted --from {origin.get('checkpoint')} (sessions: {sessions}): only "
+        f"{'/'.join(origin.get('trained', []))} of the new session trained, the rest frozen"
+    )
 
 
 def write_zip(out: Path, files: Sequence[Path]) -> Path:

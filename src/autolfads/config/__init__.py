@@ -8,9 +8,10 @@ table of `autolfads.config.rules`. Each refusal is a one-line `ConfigError` nami
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -59,12 +60,19 @@ def packaged_config_names() -> list[str]:
     )
 
 
-def load_config(config: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Resolved configuration: defaults <- `config` (path or packaged name) <- `overrides`.
+def load_config(
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
+    base_source: str = "base",
+) -> DictConfig:
+    """Resolved configuration: defaults <- `base` <- `config` (path or packaged name) <- `overrides`.
 
     Args:
         config: a YAML file, a packaged config name, or None for the defaults alone.
         overrides: `key.sub=value` strings, applied last.
+        base: a config tree merged over the defaults first (e.g. a checkpoint's config).
+        base_source: where `base` came from, for the message of a refusal.
 
     Raises:
         ConfigError: the file is missing, a key is unknown, or a value breaks its rule
@@ -73,6 +81,11 @@ def load_config(config: str | Path | None = None, overrides: Sequence[str] = ())
     cfg = _packaged("defaults")
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_struct(cfg.pbt.hps, False)  # any HP may be searched: pbt.hps.NAME is open
+    if base is not None:
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(dict(base)))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"config of {base_source}: {_one_line(err)}") from None
     layers = []
     if config is not None:
         layers.append(_read_user_config(config))

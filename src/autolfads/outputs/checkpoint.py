@@ -1,7 +1,8 @@
 """`model.ckpt`: one trained LFADS model (the best worker), loadable with `weights_only=True`.
 
 The file is a dict of plain Python values and tensors: format tag, structure, resolved config, data
-dimensions and session names, hyperparameter values, and the K = 1 network weights.
+dimensions and session names, hyperparameter values, the K = 1 network weights, and for a model
+fitted onto another one (`autolfads train --from`) where it came from (`fitted_from`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class LFADS:
         hps: hyperparameter name -> value.
         config: the resolved configuration (plain dict) that trained it.
         session_names: the data files' names, one per session.
+        fitted_from: for a new session fitted onto a trained model (`autolfads train --from`):
+            that model's checkpoint file name, its sessions and the parts trained here; else None.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class LFADS:
         hps: Mapping[str, float],
         config: Mapping[str, Any] | None = None,
         session_names: Sequence[str] = (),
+        fitted_from: Mapping[str, Any] | None = None,
     ) -> None:
         if network.n_workers != 1:
             raise ValueError(f"LFADS holds one worker, got a network with K={network.n_workers}")
@@ -50,6 +54,7 @@ class LFADS:
         self.hps = dict(hps)
         self.config = dict(config or {})
         self.session_names = list(session_names)
+        self.fitted_from = dict(fitted_from) if fitted_from is not None else None
 
     @property
     def structure(self) -> LFADSStructure:
@@ -66,6 +71,8 @@ class LFADS:
             "hps": {k: float(v) for k, v in self.hps.items()},
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
         }
+        if self.fitted_from is not None:
+            payload["fitted_from"] = self.fitted_from
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         return Path(path)
@@ -89,7 +96,13 @@ class LFADS:
         network = LFADSNetwork(structure, n_workers=1)
         network.load_state_dict(payload["state_dict"])
         accelerate(network, accel).to(device)
-        return cls(network, payload["hps"], payload["config"], payload["session_names"])
+        return cls(
+            network,
+            payload["hps"],
+            payload["config"],
+            payload["session_names"],
+            payload.get("fitted_from"),
+        )
 
     def check_sessions(self, sessions: Sequence[SessionData]) -> None:
         """Refuse data whose dimensions disagree with the model (one line naming file and key)."""

@@ -25,6 +25,7 @@ from autolfads.progress import ProgressLine
 from autolfads.train.alignment import align_network
 from autolfads.train.objective import short_warmup_note
 from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
+from autolfads.train.transfer import Transfer
 
 __all__ = ["FitResult", "fit_single_model", "hps_from_config", "validation_extras"]
 
@@ -84,21 +85,28 @@ def fit_single_model(
     sessions: Sequence[SessionData],
     out: Path,
     quiet: bool = False,
+    transfer: Transfer | None = None,
 ) -> FitResult:
     """Train one model on `sessions` and return the best one (by valid/recon_smth).
 
-    Writes `out/fitlog.csv` after every epoch.
+    With `transfer` (`autolfads train --from`), the weights the sessions share are the
+    checkpoint's and stay frozen; only the session's read-in, read-out and observation model are
+    trained (`autolfads.train.transfer`; `cfg` from `Transfer.config_base`). Writes
+    `out/fitlog.csv` after every epoch.
     """
     device = torch.device(str(cfg.device))
     seed = int(cfg.seed)
     structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
     settings = TrainSettings.from_config(cfg)
     hps = hps_from_config(cfg, 1)
-    shard = Shard(structure, settings, hps, device=device, seed=seed, accel=cfg.get("accel"))
+    frozen = transfer.frozen_weights() if transfer is not None else None
+    shard = Shard(
+        structure, settings, hps, device=device, seed=seed, accel=cfg.get("accel"), frozen=frozen
+    )
     data: list[SessionTensors] = to_tensors(sessions, device, float(cfg.model.sv_rate), seed)
     shard.init_readout_biases(data)
     if settings.align_readin:
-        for line in align_network(shard.net, sessions):
+        for line in align_network(shard.net, sessions, new_session=transfer is not None):
             print(line, file=sys.stderr, flush=True)
     fitlog = FitLog(out / "fitlog.csv")
 
@@ -160,6 +168,8 @@ def fit_single_model(
     if best_state is not None:
         shard.net.load_state_dict(best_state)
     model = _single_model(shard, cfg, sessions)
+    if transfer is not None:
+        model.fitted_from = transfer.record()
     return FitResult(model, best_epoch, float(best_score), epoch + 1, stop_reason)
 
 

@@ -20,7 +20,9 @@ class PopulationAdam:
     """Adam (Kingma & Ba) over K workers at once.
 
     Args:
-        params: parameters whose first dimension is K or a multiple of K.
+        params: parameters whose first dimension is K or a multiple of K. Those that do not
+            require gradients (frozen, `Shard(frozen=...)`) are left out: no step, moment,
+            gradient-norm share or fused-kernel call ever touches them.
         lr: (K,) learning rate of each worker (a tensor, so changing it never recompiles anything).
         max_grad_norm: each worker's gradient is rescaled to at most this L2 norm.
         betas, eps: Adam's constants.

@@ -124,6 +124,11 @@ class Shard:
         seed: seeds weight initialisation and all training randomness of this shard.
         accel: auto | cpp | none, or None for $AUTOLFADS_ACCEL / auto (`autolfads.accel`); the
             network chooses its operations once, and the loss, the masks and the optimiser use them.
+        frozen: weights by state-dict name, one worker's rows each (a K = 1 model's tensors), that
+            every worker starts from and never trains (`autolfads.train.transfer`): their
+            parameters get `requires_grad` False and are left out of the optimiser, so no step,
+            clipping norm or fused kernel reads their gradients or writes them. The other
+            parameters (`trainable`) start as a fresh model's and are trained.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class Shard:
         device: torch.device | str = "cpu",
         seed: int = 0,
         accel: str | None = None,
+        frozen: Mapping[str, Tensor] | None = None,
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cpu":
@@ -149,6 +155,10 @@ class Shard:
         self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
         self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
         self.net = accelerate(LFADSNetwork(structure, self.n_workers), accel).to(self.device)
+        if frozen:
+            self._freeze(
+                frozen
+            )  # before the optimiser: it takes the parameters that need gradients
         shift = (settings.temporal_shift_std, settings.temporal_shift_max)
         self.augmentations = build_augmentations(
             settings.augmentations, shift if settings.temporal_shift else None
@@ -161,6 +171,33 @@ class Shard:
             settings.max_grad_norm,
             ops=self.net.ops,
         )
+
+    @property
+    def trainable(self) -> list[str]:
+        """Names of the parameters the optimiser trains (all of them unless some are `frozen`)."""
+        return [name for name, p in self.net.named_parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def _freeze(self, frozen: Mapping[str, Tensor]) -> None:
+        """Copy `frozen` (one worker's rows) into every worker and stop those parameters training."""
+        params = dict(self.net.named_parameters())
+        tensors = {**dict(self.net.named_buffers()), **params}
+        unknown = sorted(set(frozen) - set(tensors))
+        if unknown:
+            raise ValueError(f"frozen weights the network does not have: {unknown}")
+        k = self.n_workers
+        for name, value in frozen.items():
+            target = tensors[name]
+            rows = (target.shape[0] // k, *target.shape[1:]) if target.dim() else ()
+            if tuple(value.shape) != rows:
+                raise ValueError(
+                    f"frozen weight {name}: shape {tuple(value.shape)}, the network's worker has "
+                    f"{rows}"
+                )
+            value = value.to(target.device, target.dtype)
+            target.copy_(value.repeat(k, *[1] * (value.dim() - 1)) if target.dim() else value)
+            if name in params:
+                params[name].requires_grad_(False)
 
     # ----------------------------------------------------------------- hyperparameters
     def set_hps(self, table: Mapping[str, Sequence[float] | np.ndarray]) -> None:
