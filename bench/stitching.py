@@ -169,30 +169,57 @@ def run_seed(out: Path, seed: int, epochs: int) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: per session, mean +- std over seeds of rate and latent R^2 for (a), (b), (c)."""
+    """Markdown: every seed's sessions (fewest train trials first), then means over seeds."""
     lines = [
-        "| session | neurons | train trials | rate R2 (a) | (b) | (c) | latent R2 (a) | (b) | (c) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| seed | session | neurons | train trials | rate R2 (a) | (b) | (c) "
+        "| latent R2 (a) | (b) | (c) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for r in results:
+        order = sorted(range(len(r["a"])), key=lambda i: r["a"][i]["train_trials"])
+        for i in order:
+            row = r["a"][i]
+            rate = " | ".join(f"{r[x][i]['rate_r2']:.3f}" for x in "abc")
+            latent = " | ".join(f"{r[x][i]['latent_r2']:.3f}" for x in "abc")
+            lines.append(
+                f"| {r['seed']} | {row['session']} | {row['neurons']} | {row['train_trials']} "
+                f"| {rate} | {latent} |"
+            )
 
-    def cell(label: str, i: int, key: str) -> str:
-        values = np.array([r[label][i][key] for r in results])
-        return f"{values.mean():.3f} +- {values.std():.3f}"
+    def mean(label: str, key: str, pick) -> str:
+        values = [pick(r[label], r)[key] for r in results]
+        return f"{np.mean(values):.3f} +- {np.std(values):.3f}"
 
-    for i in range(len(STITCHED)):
-        first = results[0]["a"][i]
-        sizes = f"{first['neurons']} | {first['train_trials']}" if len(results) == 1 else "- | -"
-        rate = " | ".join(cell(x, i, "rate_r2") for x in "abc")
-        latent = " | ".join(cell(x, i, "latent_r2") for x in "abc")
-        lines.append(f"| {i} | {sizes} | {rate} | {latent} |")
-    new = [r["d"][0] for r in results]
+    def all_mean(label: str, key: str) -> str:
+        values = [np.mean([row[key] for row in r[label]]) for r in results]
+        return f"{np.mean(values):.3f} +- {np.std(values):.3f}"
+
+    def fewest(rows: list[dict], r: dict) -> dict:
+        i = min(range(len(r["a"])), key=lambda j: r["a"][j]["train_trials"])
+        return rows[i]
+
+    for name, fn in (("mean of the 5 sessions", None), ("session with the fewest trials", fewest)):
+        cells = []
+        for key in ("rate_r2", "latent_r2"):
+            for x in "abc":
+                cells.append(all_mean(x, key) if fn is None else mean(x, key, fn))
+        lines.append(f"| all | {name} | | | {' | '.join(cells)} |")
+    lines.append("")
+    lines.append("(d) a sixth session fitted onto (a)'s frozen dynamics with `train --from`:")
     lines.append("")
     lines.append(
-        "(d) new session onto (a)'s frozen dynamics: rate R2 "
-        + ", ".join(f"{d['rate_r2']:.3f} ({d['neurons']} neurons)" for d in new)
-        + "; latent R2 "
-        + ", ".join(f"{d['latent_r2']:.3f}" for d in new)
+        "| seed | neurons | train trials | rate R2 (d) | (a) on its closest session "
+        "| latent R2 (d) | wall s (d) | wall s (a) |"
     )
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        d = r["d"][0]
+        near = min(r["a"], key=lambda row: abs(row["neurons"] - d["neurons"]))
+        lines.append(
+            f"| {r['seed']} | {d['neurons']} | {d['train_trials']} | {d['rate_r2']:.3f} "
+            f"| {near['rate_r2']:.3f} ({near['neurons']} neurons) | {d['latent_r2']:.3f} "
+            f"| {r['wall_s']['d']} | {r['wall_s']['a']} |"
+        )
     return "\n".join(lines)
 
 

@@ -155,10 +155,8 @@ class Shard:
         self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
         self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
         self.net = accelerate(LFADSNetwork(structure, self.n_workers), accel).to(self.device)
-        if frozen:
-            self._freeze(
-                frozen
-            )  # before the optimiser: it takes the parameters that need gradients
+        if frozen:  # before the optimiser: it takes the parameters that need gradients
+            self._freeze(frozen)
         shift = (settings.temporal_shift_std, settings.temporal_shift_max)
         self.augmentations = build_augmentations(
             settings.augmentations, shift if settings.temporal_shift else None
