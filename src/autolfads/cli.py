@@ -85,6 +85,12 @@ def _cmd_convert_nwb(args: argparse.Namespace) -> int:
     return convert_nwb_command(args)
 
 
+def _cmd_nlb_submission(args: argparse.Namespace) -> int:
+    from autolfads.commands.nlb import nlb_submission_command
+
+    return nlb_submission_command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from autolfads.commands.demo import demo_command
 
@@ -219,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = formats.add_parser("nwb", help="an NWB (NLB) file binned into trials (README)")
     _add_convert_nwb_arguments(p)
     p.set_defaults(func=_cmd_convert_nwb)
+
+    p = sub.add_parser("nlb-submission", help="the NLB submission file of a run on NLB data")
+    p.add_argument("out", help="the output folder of `autolfads run` or `train`")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.h5",
+        help="the submission file to write (default: OUT/nlb_submission.h5)",
+    )
+    p.set_defaults(func=_cmd_nlb_submission)
 
     p = sub.add_parser("demo", help="simulate + run + report on the built-in demo, CPU-sized")
     p.add_argument("-o", "--out", default="autolfads_demo")

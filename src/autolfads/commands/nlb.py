@@ -12,8 +12,9 @@ from pathlib import Path
 
 from autolfads.data.nlb import nwb_to_session
 from autolfads.errors import UsageError
+from autolfads.outputs.nlb_submission import write_nlb_submission
 
-__all__ = ["convert_nwb_command"]
+__all__ = ["convert_nwb_command", "nlb_submission_command"]
 
 
 def convert_nwb_command(args: argparse.Namespace) -> int:
@@ -43,4 +44,19 @@ def convert_nwb_command(args: argparse.Namespace) -> int:
     )
     if summary.dropped_trials:
         print(f"note: {summary.dropped_trials} trials without an alignment time were left out")
+    return 0
+
+
+def nlb_submission_command(args: argparse.Namespace) -> int:
+    """Write the NLB submission file of a finished run and describe each group."""
+    dest = Path(args.output) if args.output else Path(args.out) / "nlb_submission.h5"
+    if dest.is_dir():
+        raise UsageError(f"{dest}: is a folder; expected the submission file to write (.h5)")
+    groups = write_nlb_submission(args.out, dest)
+    for group in groups:
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in group.arrays.items())
+        print(
+            f"{group.name} (eval = {group.eval_split} trials, from {group.source.name}): {shapes}"
+        )
+    print(f"wrote {dest}")
     return 0
