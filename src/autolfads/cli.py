@@ -79,6 +79,18 @@ def _cmd_fixed_points(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_convert_nwb(args: argparse.Namespace) -> int:
+    from autolfads.commands.nlb import convert_nwb_command
+
+    return convert_nwb_command(args)
+
+
+def _cmd_nlb_submission(args: argparse.Namespace) -> int:
+    from autolfads.commands.nlb import nlb_submission_command
+
+    return nlb_submission_command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from autolfads.commands.demo import demo_command
 
@@ -97,6 +109,58 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--samples", type=int, help="posterior samples averaged in the outputs")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _add_convert_nwb_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `convert nwb`, one per argument of `autolfads.data.nlb.nwb_to_session`."""
+    p.add_argument("nwb", metavar="FILE.nwb", help="the NWB file (NLB: the *_train.nwb file)")
+    p.add_argument("out", metavar="OUT.h5", help="the session file to write (replaced)")
+    p.add_argument("--bin-ms", type=float, default=5.0, help="bin width in ms (default 5)")
+    p.add_argument(
+        "--align",
+        metavar="FIELD",
+        help="trials-table column of alignment times (default: the dataset's, else start_time)",
+    )
+    p.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        metavar=("START", "END"),
+        help="window in ms around the alignment time (default: the dataset's, else the shortest trial)",
+    )
+    p.add_argument(
+        "--fp-ms",
+        type=float,
+        help="forward-prediction ms after the window (default: the dataset's 200, else 0)",
+    )
+    p.add_argument(
+        "--behavior", nargs="+", metavar="KEY", help="behaviour TimeSeries, e.g. hand_vel"
+    )
+    p.add_argument(
+        "--condition",
+        nargs="+",
+        metavar="FIELD",
+        help="trials-table column(s) labelling conditions (adds {split}_condition and psth)",
+    )
+    p.add_argument(
+        "--heldout-units",
+        nargs="+",
+        type=int,
+        metavar="ROW",
+        help="units-table rows to hold out (default: the file's /units/heldout flags)",
+    )
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="the NLB dataset (mc_maze, mc_rtt, area2_bump, dmfc_rsg, mc_maze_large, "
+        "mc_maze_medium, mc_maze_small): recorded for nlb-submission; sets NLB's "
+        "--align, --window and --fp-ms",
+    )
+    p.add_argument(
+        "--test",
+        metavar="FILE_test.nwb",
+        help="the NLB *_test.nwb file: its test trials become test_encod_data",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_fixed_points)
+
+    p = sub.add_parser("convert", help="another format into a session file (NWB)")
+    formats = p.add_subparsers(dest="format", parser_class=_Parser, required=True)
+    p = formats.add_parser("nwb", help="an NWB (NLB) file binned into trials (README)")
+    _add_convert_nwb_arguments(p)
+    p.set_defaults(func=_cmd_convert_nwb)
+
+    p = sub.add_parser("nlb-submission", help="the NLB submission file of a run on NLB data")
+    p.add_argument("out", help="the output folder of `autolfads run` or `train`")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.h5",
+        help="the submission file to write (default: OUT/nlb_submission.h5)",
+    )
+    p.set_defaults(func=_cmd_nlb_submission)
 
     p = sub.add_parser("demo", help="simulate + run + report on the built-in demo, CPU-sized")
     p.add_argument("-o", "--out", default="autolfads_demo")

@@ -31,14 +31,25 @@ What is written (Shape legend: B trials, T bins, N channels, D behaviour dimensi
   samples ignored); a bin with no sample (a slow signal) gets the value linearly interpolated
   at its centre. Several keys are concatenated along D.
 - With `condition_field`: `{split}_condition` (B,) integer ids (0..C-1, in sorted order of the
-  field's values) and `psth` (C, T + T_fp, N_in + N_out), each condition's mean counts per bin
-  over its train and valid trials, in the recon channel order.
+  field's values; with several fields, of their combinations) and `psth` (C, T + T_fp,
+  N_in + N_out), each condition's mean counts per bin over its train and valid trials, in the
+  recon channel order.
 - `recon_unit_ids` (N_in + N_out,): the NWB row index of each recon channel (held-in first);
-  file attributes record the source file and the binning.
+  `recon_unit_heldout` (N_in + N_out,) bool: True for the held-out channels.
+- With `test_nwb` (the NLB `*_test.nwb` file: test trials, held-in units only): its 'test'
+  trials, binned in the same window, become `test_encod_data` (B_test, T, N_in) and `test_inds`
+  (row indices of that file's trials table); no behaviour or condition for them.
+- File attributes: `source`, `bin_ms`, `align_field`, `window_ms`, `fp_ms`, `fp_steps`,
+  `dropped_trials`, `eval_split` ('test' when the file has test trials, else 'valid': the
+  trials an NLB submission scores), `test_source` (with `test_nwb`) and `nlb_dataset` (with
+  `dataset`, one of `NLB_DATASETS`).
 
 The layout is checked with `autolfads.data.validate.check_layout` before anything is written; the
-file is written under a temporary name and renamed when complete. Only one NWB file is read: the
-NLB `*_test.nwb` files (test trials, held-in units only) are not merged in.
+file is written under a temporary name and renamed when complete.
+
+`NLB_DATASETS` holds each NLB'21 dataset's alignment, window and forward-prediction length, as
+the benchmark's own tools make its tensors (`PARAMS` in nlb_tools/make_tensors.py,
+https://github.com/neurallatents/nlb_tools; Pei et al. 2021, arXiv 2109.04463).
 """
 
 from __future__ import annotations
@@ -56,6 +67,8 @@ from autolfads.data import validate
 from autolfads.errors import DataError
 
 __all__ = [
+    "NLB_DATASETS",
+    "NLBWindow",
     "NWBImport",
     "bin_spikes",
     "nwb_to_session",
@@ -72,6 +85,29 @@ PathLike = str | os.PathLike
 
 
 @dataclass(frozen=True)
+class NLBWindow:
+    """How NLB cuts one dataset's trials: the alignment column, the window around it (ms) and the
+    forward-prediction time after the window (ms) that the evaluation scores."""
+
+    align_field: str
+    window_ms: tuple[float, float]
+    fp_ms: float = 200.0
+
+
+_MAZE = NLBWindow("move_onset_time", (-250.0, 450.0))
+#: The NLB'21 datasets (the submission's group names, before the `_20` suffix of 20 ms bins).
+NLB_DATASETS: dict[str, NLBWindow] = {
+    "mc_maze": _MAZE,
+    "mc_rtt": NLBWindow("start_time", (0.0, 600.0)),
+    "area2_bump": NLBWindow("move_onset_time", (-100.0, 500.0)),
+    "dmfc_rsg": NLBWindow("go_time", (-1500.0, 0.0)),
+    "mc_maze_large": _MAZE,
+    "mc_maze_medium": _MAZE,
+    "mc_maze_small": _MAZE,
+}
+
+
+@dataclass(frozen=True)
 class NWBImport:
     """What `nwb_to_session` wrote.
 
@@ -80,7 +116,10 @@ class NWBImport:
         trials: split -> number of trials written.
         heldin_units, heldout_units: NWB row indices of the held-in and held-out units.
         encod_seq_len, fp_steps: bins of the window, and forward-prediction bins after it.
-        dropped_trials: trials left out (split label not train/val/test, or NaN alignment time).
+        dropped_trials: train/val/test trials left out for a NaN alignment time.
+        behavior_keys: the behaviour TimeSeries written to `{split}_behavior`.
+        dataset: the NLB dataset name recorded (`nlb_dataset`), or None.
+        eval_split: 'test' when the file has test trials, else 'valid'.
     """
 
     path: Path
@@ -91,6 +130,8 @@ class NWBImport:
     fp_steps: int
     dropped_trials: int = 0
     behavior_keys: tuple[str, ...] = field(default_factory=tuple)
+    dataset: str | None = None
+    eval_split: str = "valid"
 
 
 def nwb_to_session(
@@ -98,12 +139,14 @@ def nwb_to_session(
     out_h5: PathLike,
     *,
     bin_ms: float = 5.0,
-    align_field: str = "start_time",
+    align_field: str | None = None,
     window_ms: tuple[float, float] | None = None,
-    fp_ms: float = 0.0,
+    fp_ms: float | None = None,
     behavior_key: str | Sequence[str] | None = None,
-    condition_field: str | None = None,
+    condition_field: str | Sequence[str] | None = None,
     heldout_units: Sequence[int] | None = None,
+    dataset: str | None = None,
+    test_nwb: PathLike | None = None,
 ) -> NWBImport:
     """Bin an NLB NWB file's spikes into trials and write them as a session file.
 
@@ -113,15 +156,22 @@ def nwb_to_session(
         out_h5: the session file to write (replaced if it exists).
         bin_ms: bin width in ms (NLB: 5; 20 suits AutoLFADS on a CPU).
         align_field: trials-table column giving each trial's alignment time (s), e.g.
-            'move_onset_time'.
+            'move_onset_time'. None: the dataset's (`NLB_DATASETS`), else 'start_time'.
         window_ms: (start, end) of the window in ms relative to the alignment time, e.g. (-250, 450)
-            as NLB's MC_Maze; a whole number of bins long. None: from 0 to the shortest trial's
-            `stop_time - align`, cut to whole bins.
-        fp_ms: forward-prediction time after the window (NLB: 200 ms), a whole number of bins.
+            as NLB's MC_Maze; a whole number of bins long. None: the dataset's, else from 0 to the
+            shortest trial's `stop_time - align`, cut to whole bins.
+        fp_ms: forward-prediction time after the window, a whole number of bins. None: the
+            dataset's (NLB: 200 ms), else 0.
         behavior_key: name(s) or path(s) of behaviour TimeSeries, e.g. 'hand_vel'.
-        condition_field: trials-table column whose values label conditions (adds `psth`).
+        condition_field: trials-table column(s) whose values label conditions (adds `psth`);
+            with several, each distinct combination is a condition (e.g. MC_Maze's
+            'trial_type' and 'trial_version').
         heldout_units: NWB row indices of the units to hold out; None uses `/units/heldout`
             (no held-out units if the column is absent).
+        dataset: the NLB dataset the file is (one of `NLB_DATASETS`), recorded as `nlb_dataset`
+            for `autolfads nlb-submission`; it supplies the defaults above.
+        test_nwb: the NLB `*_test.nwb` file whose 'test' trials become `test_encod_data`; its
+            units must be `nwb_path`'s held-in units, in the same order.
 
     Returns:
         An `NWBImport` summary.
@@ -131,12 +181,16 @@ def nwb_to_session(
     """
     nwb_path, out_h5 = Path(nwb_path), Path(out_h5)
     bin_s = _positive(bin_ms, "bin_ms") / 1000.0
-    keys = _as_list(behavior_key)
-    fields = [align_field] + ([condition_field] if condition_field is not None else [])
+    nlb = _nlb_window(dataset)
+    align_field = align_field or (nlb.align_field if nlb else "start_time")
+    window_ms = window_ms if window_ms is not None or nlb is None else nlb.window_ms
+    fp_ms = float(fp_ms if fp_ms is not None else (nlb.fp_ms if nlb else 0.0))
+    keys, conditions = _as_list(behavior_key), _as_list(condition_field)
     with _open_nwb(nwb_path) as nwb:
         spikes, heldout_flags = read_units(nwb, nwb_path)
-        trials = read_trials(nwb, nwb_path, fields)
+        trials = read_trials(nwb, nwb_path, [align_field, *conditions])
         signals = [read_behavior(nwb, nwb_path, key) for key in keys]  # (times, values) each
+    _check_align(trials, align_field, nwb_path)
     heldout_mask = _heldout_mask(heldout_flags, heldout_units, len(spikes), nwb_path)
     keep, splits = _usable_trials(trials, align_field)
     _require_train_and_valid(splits, nwb_path)
@@ -149,16 +203,36 @@ def nwb_to_session(
     heldin, heldout = np.flatnonzero(~heldout_mask), np.flatnonzero(heldout_mask)
     rows = np.flatnonzero(keep)
     arrays = _session_arrays(counts, splits, rows, heldin, heldout, n_bins, behavior)
-    if condition_field is not None:
-        arrays.update(_condition_arrays(trials[condition_field][keep], splits, arrays))
+    arrays["recon_unit_heldout"] = np.concatenate(
+        [np.zeros(heldin.size, bool), np.ones(heldout.size, bool)]
+    )
+    if conditions:
+        arrays.update(_condition_arrays([trials[c][keep] for c in conditions], splits, arrays))
+    dropped = _nan_aligned(trials, align_field)
+    attrs: dict[str, object] = {}
+    if test_nwb is not None:
+        test = _test_trials(
+            Path(test_nwb), nwb_path, splits, heldin.size, align_field, window[0], n_bins, bin_s
+        )
+        arrays.update(test.arrays)
+        dropped += test.dropped
+        attrs["test_source"] = str(test_nwb)
     validate.check_layout(out_h5, arrays)  # nothing is written unless the session is valid
-    attrs = {
-        "source": str(nwb_path),
-        "bin_ms": float(bin_ms),
-        "align_field": align_field,
-        "window_ms": np.asarray(window) * 1000.0,
-        "fp_ms": float(fp_ms),
-    }
+    eval_split = "test" if "test_encod_data" in arrays else "valid"
+    attrs.update(
+        {
+            "source": str(nwb_path),
+            "bin_ms": float(bin_ms),
+            "align_field": align_field,
+            "window_ms": np.asarray(window) * 1000.0,
+            "fp_ms": fp_ms,
+            "fp_steps": fp_steps,
+            "dropped_trials": dropped,
+            "eval_split": eval_split,
+        }
+    )
+    if dataset is not None:
+        attrs["nlb_dataset"] = dataset
     _write(out_h5, arrays, attrs)
     return NWBImport(
         path=out_h5,
@@ -167,9 +241,81 @@ def nwb_to_session(
         heldout_units=tuple(int(i) for i in heldout),
         encod_seq_len=n_bins,
         fp_steps=fp_steps,
-        dropped_trials=int(np.count_nonzero(~keep)),
+        dropped_trials=dropped,
         behavior_keys=tuple(keys),
+        dataset=dataset,
+        eval_split=eval_split,
     )
+
+
+@dataclass(frozen=True)
+class _TestTrials:
+    arrays: dict[str, np.ndarray]
+    dropped: int
+
+
+def _test_trials(
+    path: Path,
+    main_path: Path,
+    main_splits: np.ndarray,
+    n_heldin: int,
+    align_field: str,
+    window_start_s: float,
+    n_bins: int,
+    bin_s: float,
+) -> _TestTrials:
+    """`test_encod_data` (B_test, T, N_in) and `test_inds` from an NLB `*_test.nwb` file."""
+    with _open_nwb(path) as nwb:
+        spikes, flags = read_units(nwb, path)
+        trials = read_trials(nwb, path, [align_field])
+    _check_align(trials, align_field, path)
+    if np.any(main_splits == "test"):
+        raise validate.fail(
+            main_path,
+            "/intervals/trials/split",
+            f"labels {np.count_nonzero(main_splits == 'test')} trials 'test'",
+            f"none when the test trials come from {path}",
+        )
+    if flags is not None:
+        spikes = [s for s, held_out in zip(spikes, flags, strict=True) if not held_out]
+    if len(spikes) != n_heldin:
+        raise validate.fail(
+            path,
+            "/units",
+            f"has {len(spikes)} held-in units",
+            f"{n_heldin}, the held-in units of {main_path} in the same order",
+        )
+    keep, _ = _usable_trials(trials, align_field)
+    test = keep & (trials["split"] == "test")
+    if not test.any():
+        raise validate.fail(
+            path,
+            "/intervals/trials/split",
+            "labels no trial 'test' with an alignment time",
+            "the test trials of an NLB *_test.nwb file",
+        )
+    starts = trials[align_field][test] + window_start_s
+    counts = bin_spikes(spikes, starts, n_bins, bin_s)  # (B_test, T, N_in)
+    arrays = {
+        "test_encod_data": counts.astype(np.float32),
+        "test_inds": np.flatnonzero(test).astype(np.int64),
+    }
+    dropped = int(np.count_nonzero((trials["split"] == "test") & ~test))
+    return _TestTrials(arrays, dropped)
+
+
+def _nlb_window(dataset: str | None) -> NLBWindow | None:
+    if dataset is None:
+        return None
+    if dataset not in NLB_DATASETS:
+        raise DataError(f"dataset: got {dataset!r}; expected one of {', '.join(NLB_DATASETS)}")
+    return NLB_DATASETS[dataset]
+
+
+def _nan_aligned(trials: Mapping[str, np.ndarray], align_field: str) -> int:
+    """Train/val/test trials left out because their alignment time is NaN."""
+    align = np.asarray(trials[align_field], dtype=np.float64)
+    return int(np.count_nonzero(np.isin(trials["split"], list(SPLIT_NAMES)) & ~np.isfinite(align)))
 
 
 # --------------------------------------------------------------------------- reading NWB
@@ -367,13 +513,19 @@ def _session_arrays(
 
 
 def _condition_arrays(
-    values: np.ndarray, splits: np.ndarray, arrays: Mapping[str, np.ndarray]
+    columns: Sequence[np.ndarray], splits: np.ndarray, arrays: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """`{split}_condition` ids and the per-condition mean counts `psth` (C, T_rec, N_rec).
 
-    The PSTH averages the train and valid trials; a condition seen only in test trials gets NaN.
+    Conditions are the distinct combinations of the columns' values, numbered in sorted order
+    (of the first column, then the second...). The PSTH averages the train and valid trials; a
+    condition seen only in test trials gets NaN.
     """
-    labels, ids = np.unique(values, return_inverse=True)
+    ranks = np.stack(
+        [np.unique(c, return_inverse=True)[1].reshape(-1) for c in columns], axis=1
+    )  # (B, F): each column's values numbered in sorted order
+    labels, ids = np.unique(ranks, axis=0, return_inverse=True)  # labels: (C, F)
+    ids, n_conditions = ids.reshape(-1), labels.shape[0]
     out = {
         f"{split}_condition": ids[splits == label].astype(np.int64)
         for label, split in SPLIT_NAMES.items()
@@ -382,9 +534,9 @@ def _condition_arrays(
     targets = ("train", "valid")
     recon = np.concatenate([arrays[f"{s}_recon_data"] for s in targets]).astype(np.float64)
     cond = np.concatenate([out[f"{s}_condition"] for s in targets])  # (B_train + B_valid,)
-    sums = np.zeros((labels.size, *recon.shape[1:]))
+    sums = np.zeros((n_conditions, *recon.shape[1:]))
     np.add.at(sums, cond, recon)
-    trials = np.bincount(cond, minlength=labels.size)[:, None, None]
+    trials = np.bincount(cond, minlength=n_conditions)[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         out["psth"] = (sums / trials).astype(np.float32)
     return out
@@ -496,6 +648,18 @@ def _heldout_mask(
     return mask
 
 
+def _check_align(trials: Mapping[str, np.ndarray], align_field: str, path: PathLike) -> None:
+    """The alignment column holds times (numbers), not labels."""
+    kind = np.asarray(trials[align_field]).dtype.kind
+    if kind not in "iuf":
+        raise validate.fail(
+            path,
+            f"/intervals/trials/{align_field}",
+            f"holds {'text' if kind in 'OSU' else kind + ' values'}",
+            "times in seconds (the alignment column, e.g. move_onset_time)",
+        )
+
+
 def _usable_trials(
     trials: Mapping[str, np.ndarray], align_field: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -547,7 +711,7 @@ def _whole_bins(length_s: float, bin_s: float, name: str, allow_zero: bool = Fal
 
 
 def _positive(value: float, name: str) -> float:
-    if not value > 0:
+    if not (value > 0 and np.isfinite(value)):
         raise DataError(f"{name}: got {value!r}; expected a positive number")
     return float(value)
 
