@@ -169,6 +169,24 @@ def test_session_glm_co_bps_uses_the_held_out_channels(tmp_path):
     assert got == pytest.approx(expected, rel=1e-9)
 
 
+def test_session_glm_co_bps_scores_the_test_split_fit_on_train(tmp_path):
+    heldin, heldout = latent_population()
+    counts = np.concatenate([heldin, heldout], axis=2).astype(np.float32)
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f["train_encod_data"], f["valid_encod_data"] = heldin[:35], heldin[35:45]
+        f["train_recon_data"], f["valid_recon_data"] = counts[:35], counts[35:45]
+        f["test_encod_data"], f["test_recon_data"] = heldin[45:], counts[45:]
+    session = read_session(path)
+    expected = glm_co_bps(
+        heldin[:35], heldout[:35], heldin[45:], heldout[45:], smooth_bins=1.5, l2=1e-2
+    )
+    got = session_glm_co_bps(session, smooth_bins=1.5, l2=1e-2, split="test")
+    assert got == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="split='train'; expected a scored split"):
+        session_glm_co_bps(session, smooth_bins=1.5, split="train")
+
+
 def test_session_glm_co_bps_needs_held_out_channels(tmp_path):
     heldin, _ = latent_population(n_trials=10, T=8)
     path = tmp_path / "s.h5"

@@ -8,6 +8,7 @@ import pytest
 
 from autolfads.analysis import (
     bits_per_spike,
+    bps_ratio,
     co_bps,
     fp_bps,
     poisson_nll,
@@ -218,22 +219,64 @@ def test_ridge_decoding_refuses_mismatched_trials():
         ridge_decoding_r2(x, np.ones((2, 4, 1)), x, np.ones((3, 4, 1)))
 
 
+# --- bps_ratio -------------------------------------------------------------------------------
+
+
+def test_bps_ratio_is_one_when_the_inferred_rates_are_the_truth():
+    rates, counts = simulated_poisson()
+    assert bps_ratio(rates, rates, counts) == pytest.approx(1.0, rel=1e-12)
+    counts[0, 1, 2] = counts[3, 4, 5] = np.nan  # unobserved entries leave it at 1
+    assert bps_ratio(rates, rates, counts) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_bps_ratio_hand_computed_case():
+    # 1 trial, 2 bins, 1 neuron: counts 2 and 0, null rate 1 in both bins
+    counts = np.array([[[2.0], [0.0]]])
+    truth = np.array([[[1.5], [0.5]]])
+    rates = np.array([[[1.2], [0.8]]])
+    # bits/spike of r: (NLL_null - NLL_r) / (2 ln 2), NLL_x = sum(x - k log x) (+ log k!, cancels)
+    nll_null = 2 * 1.0 - 2 * math.log(1.0)
+    nll_truth = (1.5 - 2 * math.log(1.5)) + 0.5
+    nll_rates = (1.2 - 2 * math.log(1.2)) + 0.8
+    truth_bps = (nll_null - nll_truth) / (2 * math.log(2))
+    rates_bps = (nll_null - nll_rates) / (2 * math.log(2))
+    assert bits_per_spike(truth, counts) == pytest.approx(truth_bps, rel=1e-12)
+    assert bps_ratio(rates, truth, counts) == pytest.approx(rates_bps / truth_bps, rel=1e-12)
+    assert 0 < rates_bps / truth_bps < 1  # worse than the truth, better than the null
+
+
+def test_bps_ratio_of_the_null_rates_is_zero_and_nan_without_information():
+    rates, counts = simulated_poisson()
+    null = np.broadcast_to(counts.mean(axis=(0, 1)), counts.shape)
+    assert bps_ratio(null, rates, counts) == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(bps_ratio(rates, null, counts))  # the truth is no better than the null
+
+
+def test_bps_ratio_refuses_truth_of_another_shape():
+    rates, counts = simulated_poisson(shape=(2, 3, 4))
+    with pytest.raises(ValueError, match=r"truth/counts: shapes"):
+        bps_ratio(rates, rates[:, :2], counts)
+
+
 # --- session_metrics -------------------------------------------------------------------------
 
 
-def make_session(with_truth=True, with_behavior=True, held_out=True):
-    """A SessionData with 4 held-in + 2 held-out channels and 6 + 2 forward steps (if held_out)."""
+def make_session(with_truth=True, with_behavior=True, held_out=True, with_test=False):
+    """A SessionData with 4 held-in + 2 held-out channels and 6 + 2 forward steps (if held_out);
+    with `with_test`, a test split with a target (7 trials), else test trials without one."""
     rng = np.random.default_rng(6)
     n_enc, t_enc = 4, 6
     n_rec, t_rec = (6, 8) if held_out else (4, 6)
     encod, recon, truth, rates = {}, {}, {}, {}
-    for split, b in (("train", 12), ("valid", 5)):
+    sizes = (("train", 12), ("valid", 5)) + ((("test", 7),) if with_test else ())
+    for split, b in sizes:
         split_rates, counts = simulated_poisson(seed=b, shape=(b, t_rec, n_rec))
         truth[split] = split_rates.astype(np.float32)
         recon[split] = counts.astype(np.float32)
         encod[split] = recon[split][:, :t_enc, :n_enc]
         rates[split] = split_rates * rng.uniform(0.8, 1.2, size=split_rates.shape)
-    encod["test"] = encod["valid"].copy()
+    if not with_test:
+        encod["test"] = encod["valid"].copy()
     extra = {}
     if with_behavior:
         extra = {f"{s}_behavior": rates[s][:, :t_enc, :2] @ np.ones((2, 1)) for s in rates}
@@ -246,10 +289,9 @@ def make_session(with_truth=True, with_behavior=True, held_out=True):
 def test_session_metrics_keys_and_values():
     session, rates = make_session()
     metrics = session_metrics(rates, session)
-    expected_keys = {
-        f"{s}/{m}" for s in ("train", "valid") for m in ("nll", "bps", "co_bps", "fp_bps", "r2")
-    } | {"behavior_r2"}
-    assert set(metrics) == expected_keys
+    names = ("nll", "bps", "co_bps", "fp_bps", "r2", "truth_bps", "bps_ratio")
+    expected_keys = {f"{s}/{m}" for s in ("train", "valid") for m in names}
+    assert set(metrics) == expected_keys | {"valid/behavior_r2"}
     valid_counts = session.recon["valid"].astype(float)
     assert metrics["valid/nll"] == pytest.approx(
         poisson_nll(rates["valid"], valid_counts) / valid_counts.size
@@ -258,7 +300,36 @@ def test_session_metrics_keys_and_values():
     assert metrics["valid/co_bps"] == pytest.approx(co_bps(rates["valid"], valid_counts, 4))
     assert metrics["valid/fp_bps"] == pytest.approx(fp_bps(rates["valid"], valid_counts, 6))
     assert metrics["valid/r2"] == pytest.approx(r2_score(session.truth["valid"], rates["valid"]))
-    assert metrics["behavior_r2"] > 0.95  # behaviour is linear in the rates
+    truth_bps = bits_per_spike(session.truth["valid"], valid_counts)
+    assert metrics["valid/truth_bps"] == pytest.approx(truth_bps)
+    assert metrics["valid/bps_ratio"] == pytest.approx(metrics["valid/bps"] / truth_bps)
+    assert metrics["valid/behavior_r2"] > 0.95  # behaviour is linear in the rates
+
+
+def test_session_metrics_score_a_test_split_under_its_own_names():
+    """A test target gives every metric again, named test/..., from the test arrays alone."""
+    session, rates = make_session(with_test=True)
+    metrics = session_metrics(rates, session)
+    names = ("nll", "bps", "co_bps", "fp_bps", "r2", "truth_bps", "bps_ratio", "behavior_r2")
+    assert {f"test/{m}" for m in names} <= set(metrics)
+    assert {n.split("/")[0] for n in metrics} == {"train", "valid", "test"}
+    counts, truth = session.recon["test"].astype(float), session.truth["test"]
+    assert metrics["test/bps"] == pytest.approx(bits_per_spike(rates["test"], counts))
+    assert metrics["test/r2"] == pytest.approx(r2_score(truth, rates["test"]))
+    assert metrics["test/bps_ratio"] == pytest.approx(bps_ratio(rates["test"], truth, counts))
+    assert metrics["test/bps"] != metrics["valid/bps"]
+    # the valid metrics are those of a file without the test split
+    without, _ = make_session()
+    valid_only = {n: v for n, v in metrics.items() if not n.startswith("test/")}
+    assert session_metrics(rates, without) == pytest.approx(valid_only)
+
+
+def test_session_metrics_of_the_truth_itself_reach_the_whole_ratio():
+    session, _ = make_session(with_test=True, with_behavior=False)
+    metrics = session_metrics(dict(session.truth), session)
+    for split in ("train", "valid", "test"):
+        assert metrics[f"{split}/bps_ratio"] == pytest.approx(1.0, rel=1e-12)
+        assert metrics[f"{split}/r2"] == pytest.approx(1.0)
 
 
 def test_session_metrics_omits_what_cannot_be_computed():

@@ -139,8 +139,27 @@ def test_finished_report_has_the_metrics_table_of_evaluate(finished):
 
     page = (finished / "report" / "index.html").read_text()
     bps = evaluate_run(finished)["sess0"]["valid/bps"]
-    assert f"<td>valid/bps</td><td>{bps:.4f}</td>" in page
+    assert f"<td>valid (selected on)</td><td>valid/bps</td><td>{bps:.4f}</td>" in page
+    assert "valid: seen by selection" in page
     assert not (finished / "metrics.json").exists()  # the report computes, it does not save
+
+
+def test_metrics_table_says_the_split_of_every_metric_train_valid_test_in_order():
+    from autolfads.analysis.evaluate import metric_order
+    from autolfads.analysis.report.metrics_table import _metrics_table
+
+    results = {
+        "sess0": {"test/bps": 0.1, "valid/r2": 0.5, "valid/bps": 0.2, "train/bps": 0.3},
+        "sess1": {"valid/bps": 0.4},
+    }
+    names = metric_order(n for m in results.values() for n in m)
+    assert _metrics_table(results, names) == [
+        ["split", "metric", "sess0", "sess1"],
+        ["train (fitted)", "train/bps", "0.3000", "nan"],
+        ["valid (selected on)", "valid/bps", "0.2000", "0.4000"],
+        ["valid (selected on)", "valid/r2", "0.5000", "nan"],
+        ["test (held out)", "test/bps", "0.1000", "nan"],
+    ]
 
 
 def test_finished_report_draws_truth_in_data_units_and_a_raster(finished):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from helpers import TINY_DATA, TINY_MODEL
 
 from autolfads import LFADS
+from autolfads.analysis.evaluate import evaluate_run
 from autolfads.cli import main
 from autolfads.commands.workflow import ZIP_NAME, load_sessions, prepare_out_dir, write_zip
 from autolfads.config import DATA_DIM_KEYS, load_config
@@ -246,3 +248,71 @@ def test_sample_refuses_data_with_other_channels(trained, tmp_path, capsys):
     assert "encod_data_dim" in line and "FILE" in line
     assert "6" in line and "8" in line  # both values
     assert not (out / "lfads_output_sess0.h5").exists()
+
+
+# --------------------------------------------------------------------------- the test split
+
+
+def other_test_target(src: Path, dst: Path) -> Path:
+    """A copy of `src` whose test target and truth hold other values, or (`dst` named
+    'none.h5') are left out: test trials with input only."""
+    shutil.copy(src, dst)
+    with h5py.File(dst, "a") as f:
+        for key in ("test_recon_data", "test_truth"):
+            values = f[key][()]
+            del f[key]
+            if dst.name != "none.h5":
+                f[key] = values[::-1] * 2 + 1  # other counts and rates, the same shape
+    return dst
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "trainer.max_epochs=3"],
+        [
+            "run",
+            "pbt.num_workers=2",
+            "pbt.burn_in_period=1",
+            "pbt.perturbation_interval=1",
+            "pbt.max_generations=3",
+            "pbt.metric=valid/bps",
+        ],
+    ],
+    ids=["train", "run"],
+)
+def test_the_test_split_cannot_change_training_or_selection(command, tmp_path):
+    """Files that differ only in their test target (or lack one) train bit-identically: the same
+    fit log (losses, valid metrics, PBT ranking and copies), weights and outputs. Only the test
+    metrics of `evaluate` differ."""
+    data = tmp_path / "a.h5"
+    overrides = [*TINY_DATA, "test_fraction=0.2"]
+    simulate_to_file("chaotic-rnn", data, seed=0, overrides=overrides)
+    files = [data, other_test_target(data, tmp_path / "b.h5")]
+    files.append(other_test_target(data, tmp_path / "none.h5"))
+    outs = []
+    for i, path in enumerate(files):
+        out = tmp_path / f"out{i}"
+        assert main([command[0], str(path), "-o", str(out), "--quiet", *TINY, *command[1:]]) == 0
+        outs.append(out)
+    first, *others = outs
+    names = ["fitlog.csv"] + (["pbt_history.csv"] if command[0] == "run" else [])
+    weights = torch.load(first / "model.ckpt", weights_only=True)["state_dict"]
+    for out in others:
+        for name in names:
+            assert (out / name).read_bytes() == (first / name).read_bytes(), name
+        other = torch.load(out / "model.ckpt", weights_only=True)["state_dict"]
+        assert other.keys() == weights.keys()
+        for key, value in weights.items():
+            assert torch.equal(other[key], value), key
+        with (
+            h5py.File(first / "lfads_output_sess0.h5") as a,
+            h5py.File(out / "lfads_output_sess0.h5") as b,
+        ):
+            for key in [k for k in a if k.endswith(("_output_params", "_factors"))]:
+                np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
+    metrics = [evaluate_run(out)["sess0"] for out in outs]
+    valid = [{k: v for k, v in m.items() if not k.startswith("test/")} for m in metrics]
+    assert valid[0] == valid[1] == valid[2]
+    assert metrics[0]["test/bps"] != metrics[1]["test/bps"]
+    assert not any(k.startswith("test/") for k in metrics[2])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from autolfads.data import DataDims, SessionData, read_session, read_sessions
+from autolfads.data.tensors import to_tensors
 from autolfads.errors import DataError
 
 from .conftest import DELETE, make_session_arrays, write_h5
@@ -44,6 +46,42 @@ def test_round_trip_of_the_full_layout(tmp_path):
         np.testing.assert_allclose(session.truth[split], arrays[f"{split}_truth"], rtol=1e-6)
         np.testing.assert_array_equal(session.inds[split], arrays[f"{split}_inds"])
     assert session.extra == {}
+
+
+def test_test_target_is_loaded_with_its_truth_and_labels(tmp_path):
+    """A test split with a target (`test_recon_data`) is read like train and valid: the target
+    (held-out channels and forward steps too), the truth scaled by `conversion_factor`, the
+    indices; its other keys pass through."""
+    rng = np.random.default_rng(2)
+    arrays = make_session_arrays(n_train=6, n_valid=3, T=8, N=4)
+    for split, n in (("train", 6), ("valid", 3), ("test", 2)):
+        arrays[f"{split}_recon_data"] = rng.poisson(1.0, size=(n, 11, 6)).astype(np.int64)
+        arrays[f"{split}_truth"] = rng.uniform(size=(n, 11, 6))
+    arrays["test_encod_data"] = rng.poisson(1.0, size=(2, 8, 4)).astype(np.float32)
+    arrays["test_inds"] = np.array([9, 10])
+    arrays["test_condition"] = np.array([0, 1])
+    arrays["conversion_factor"] = np.float64(4.0)
+    session = read_session(write_h5(tmp_path / "s.h5", arrays))
+
+    assert session.splits == ["train", "valid", "test"]
+    assert list(session.recon) == ["train", "valid", "test"]
+    assert session.recon["test"].dtype == np.float32
+    np.testing.assert_array_equal(session.recon["test"], arrays["test_recon_data"])
+    np.testing.assert_allclose(session.truth["test"], arrays["test_truth"] / 4.0, rtol=1e-6)
+    np.testing.assert_array_equal(session.inds["test"], [9, 10])
+    assert set(session.extra) == {"test_condition", "conversion_factor"}
+
+
+def test_test_target_never_reaches_the_training_tensors(make_session):
+    """`to_tensors` (what training, evaluation and selection read) leaves the test target
+    behind; the test trials keep their input for posterior outputs."""
+    test = np.ones((3, 10, 5), dtype=np.float32)
+    session = read_session(make_session(test_encod_data=test, test_recon_data=test))
+    assert "test" in session.recon
+    (data,) = to_tensors([session], "cpu")
+    assert set(data.recon) == {"train", "valid"} and set(data.encod) == {"train", "valid", "test"}
+    _, recon, _ = data.batch("test", torch.arange(3))
+    assert recon is None
 
 
 def test_dims_as_dict_names_the_config_keys():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import h5py
@@ -269,3 +270,81 @@ def test_int_given_for_float_parameter_is_accepted():
     as_int = simulate("oscillator", seed=0, **SMALL["oscillator"], base_rate=10)
     as_float = simulate("oscillator", seed=0, **SMALL["oscillator"], base_rate=10.0)
     np.testing.assert_array_equal(as_int["train_truth"], as_float["train_truth"])
+
+
+# --------------------------------------------------------------------------- test split
+
+
+def split_keys(arrays: dict[str, np.ndarray], split: str) -> set[str]:
+    """The per-trial kinds of a split ('encod_data', 'truth', 'latents', ...)."""
+    return {key[len(split) + 1 :] for key in arrays if key.startswith(f"{split}_")}
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+def test_test_fraction_moves_trials_of_each_condition_into_test_keys(name):
+    """`test_fraction` takes trials of every condition out of train into a test split with
+    every per-trial key; valid stays the default's, and each trial keeps its arrays."""
+    small = {**SMALL[name], "n_conditions": 4, "trials_per_condition": 10}
+    default = simulate(name, seed=2, **small)
+    arrays = simulate(name, seed=2, **small, test_fraction=0.3)
+    assert not split_keys(default, "test")
+    kinds = split_keys(default, "train")
+    assert split_keys(arrays, "test") == kinds == split_keys(arrays, "train")
+    assert {"encod_data", "recon_data", "truth", "inds", "condition"} <= kinds
+    # stratified: per condition 2 valid (round(0.2 * 10)), 3 test (round(0.3 * 10)), 5 train
+    for split, n in (("train", 5), ("valid", 2), ("test", 3)):
+        np.testing.assert_array_equal(np.bincount(arrays[f"{split}_condition"]), [n] * 4)
+    inds = np.concatenate([arrays[f"{s}_inds"] for s in ("train", "valid", "test")])
+    np.testing.assert_array_equal(np.sort(inds), np.arange(40))
+    np.testing.assert_array_equal(arrays["valid_inds"], default["valid_inds"])
+    # the test trials come out of the default's train split, each with its own arrays
+    position = {int(i): k for k, i in enumerate(default["train_inds"])}
+    moved = [position[int(i)] for i in arrays["test_inds"]]
+    for kind in kinds - {"inds"}:
+        np.testing.assert_array_equal(
+            arrays[f"test_{kind}"], default[f"train_{kind}"][moved], err_msg=kind
+        )
+        np.testing.assert_array_equal(arrays[f"valid_{kind}"], default[f"valid_{kind}"])
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+def test_default_test_fraction_leaves_the_arrays_as_they_were(name):
+    """test_fraction=0 (the default) writes no test key and the same arrays: files and
+    benchmarks made before it stay bit-identical (a split and its counts pinned below)."""
+    default = simulate(name, seed=4, **SMALL[name])
+    explicit = simulate(name, seed=4, **SMALL[name], test_fraction=0.0)
+    assert set(default) == set(explicit) and not split_keys(default, "test")
+    for key, value in default.items():
+        np.testing.assert_array_equal(explicit[key], value, err_msg=key)
+
+
+def test_two_way_split_and_counts_are_pinned():
+    """The default split and spikes, as the simulators made them before the test split."""
+    arrays = simulate("lorenz", seed=0, n_conditions=3, trials_per_condition=10, n_steps=3)
+    assert arrays["valid_inds"].tolist() == [4, 8, 12, 13, 22, 29]
+    digest = hashlib.sha256(arrays["train_encod_data"].tobytes()).hexdigest()[:16]
+    assert digest == "79c11b43b6e747e1"
+
+
+def test_written_file_with_a_test_split_reads_with_its_target(tmp_path):
+    read_session = pytest.importorskip("autolfads.data").read_session
+    overrides = ["n_conditions=3", "trials_per_condition=5", "n_steps=10", "test_fraction=0.2"]
+    out = simulate_to_file("chaotic-rnn", tmp_path / "sim.h5", overrides=overrides)
+    session = read_session(out)
+    assert list(session.recon) == ["train", "valid", "test"]
+    assert session.recon["test"].shape == (3, 10, 50) and session.truth["test"].shape == (3, 10, 50)
+    with h5py.File(out, "r") as file:
+        assert json.loads(file.attrs["params"])["test_fraction"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["test_fraction=-0.1"], "test_fraction=-0.1; expected a number in \\[0, 1\\)"),
+        (["valid_fraction=0.5", "test_fraction=0.5"], "test_fraction=0.5; expected < 1 - valid"),
+        (["trials_per_condition=2", "test_fraction=0.2"], "trials_per_condition=2; expected an"),
+    ],
+)
+def test_bad_test_fraction_is_refused_naming_it(overrides, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        simulate_to_file("lorenz", tmp_path / "sim.h5", overrides=overrides)

@@ -233,3 +233,30 @@ def test_session_files_left_from_another_simulation_are_refused(tmp_path):
     (tmp_path / "f.h5").write_text("x")
     with pytest.raises(UsageError, match="not a folder"):
         simulate_sessions_to_dir("lorenz", tmp_path / "f.h5", overrides=WORDS)
+
+
+# --------------------------------------------------------------------------- test split
+
+
+@pytest.mark.parametrize("name", sorted(SESSION_SIMULATORS))
+def test_test_fraction_gives_every_session_a_stratified_test_split(name):
+    pool = {**POOL, "trials_min": 16}  # at least 4 trials per condition: train, valid, test
+    default = simulate_sessions(name, seed=2, **pool)
+    sessions = simulate_sessions(name, seed=2, **pool, test_fraction=0.25)
+    for arrays, before in zip(sessions, default, strict=True):
+        assert not any(key.startswith("test_") for key in before)
+        kinds = {"encod_data", "recon_data", "truth", "inds", "condition", "latents"}
+        assert {f"test_{kind}" for kind in kinds} <= set(arrays)
+        counts = [np.bincount(arrays[f"{s}_condition"], minlength=4) for s in ("train", "test")]
+        per_condition = np.bincount(both_splits(before, "condition"))
+        np.testing.assert_array_equal(counts[1], np.maximum(np.round(per_condition / 4), 1))
+        assert counts[0].min() >= 1
+        np.testing.assert_array_equal(arrays["valid_inds"], before["valid_inds"])
+        np.testing.assert_array_equal(arrays["pool_neuron_index"], before["pool_neuron_index"])
+        inds = np.concatenate([arrays[f"{s}_inds"] for s in ("train", "valid", "test")])
+        np.testing.assert_array_equal(np.sort(inds), np.arange(per_condition.sum()))
+
+
+def test_test_split_needs_three_trials_per_condition():
+    with pytest.raises(UsageError, match=r"trials_min=11; expected >= 3 \* n_conditions = 12"):
+        simulate_sessions("lorenz", seed=0, **{**POOL, "trials_min": 11}, test_fraction=0.2)

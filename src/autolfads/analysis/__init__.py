@@ -4,6 +4,7 @@ Shape legend: B trials, T bins, N channels, D behaviour dimensions.
 """
 
 from autolfads.analysis.metrics import bits_per_spike as bits_per_spike
+from autolfads.analysis.metrics import bps_ratio as bps_ratio
 from autolfads.analysis.metrics import co_bps as co_bps
 from autolfads.analysis.metrics import fp_bps as fp_bps
 from autolfads.analysis.metrics import poisson_nll as poisson_nll
@@ -13,6 +14,7 @@ from autolfads.analysis.metrics import session_metrics as session_metrics
 
 __all__ = [
     "bits_per_spike",
+    "bps_ratio",
     "co_bps",
     "fp_bps",
     "poisson_nll",

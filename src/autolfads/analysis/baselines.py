@@ -276,14 +276,17 @@ def glm_co_bps(
     return bits_per_spike(rates, _as_trials(valid_heldout, "valid_heldout"))
 
 
-def session_glm_co_bps(session: SessionData, *, smooth_bins: float, l2: float = 1e-2) -> float:
+def session_glm_co_bps(
+    session: SessionData, *, smooth_bins: float, l2: float = 1e-2, split: str = "valid"
+) -> float:
     """`glm_co_bps` on a session file's held-out channels (recon channels beyond encod_data_dim).
 
-    Held-in spikes are `{split}_encod_data`; the score covers the first `encod_seq_len` bins of
-    the valid split (forward-prediction bins, if any, have no held-in spikes to smooth).
+    The GLM is fit on the train split alone and scored on `split` ('valid', or 'test' when the
+    file has `test_recon_data`). Held-in spikes are `{split}_encod_data`; the score covers the
+    first `encod_seq_len` bins (forward-prediction bins, if any, have no held-in spikes to smooth).
 
     Raises:
-        ValueError: the session has no held-out channels.
+        ValueError: the session has no held-out channels, or no target for `split`.
     """
     dims = session.dims
     if dims.recon_data_dim <= dims.encod_data_dim:
@@ -291,15 +294,18 @@ def session_glm_co_bps(session: SessionData, *, smooth_bins: float, l2: float = 
             f"{session.path}: recon_data has {dims.recon_data_dim} channels; expected more than "
             f"encod_data ({dims.encod_data_dim}): held-out neurons appended last"
         )
+    if split == "train" or split not in session.recon:
+        present = ", ".join(s for s in session.recon if s != "train")
+        raise ValueError(f"split={split!r}; expected a scored split with a target ({present})")
     heldout = {
-        split: session.recon[split][:, : dims.encod_seq_len, dims.encod_data_dim :]
-        for split in ("train", "valid")
+        s: session.recon[s][:, : dims.encod_seq_len, dims.encod_data_dim :]
+        for s in ("train", split)
     }
     return glm_co_bps(
         session.encod["train"],
         heldout["train"],
-        session.encod["valid"],
-        heldout["valid"],
+        session.encod[split],
+        heldout[split],
         smooth_bins=smooth_bins,
         l2=l2,
     )

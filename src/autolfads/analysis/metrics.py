@@ -22,6 +22,7 @@ __all__ = [
     "smooth_metric",
     "RATE_FLOOR",
     "bits_per_spike",
+    "bps_ratio",
     "co_bps",
     "fp_bps",
     "poisson_nll",
@@ -77,6 +78,26 @@ def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
     # The log-factorial terms of the two Poisson NLLs cancel in the difference.
     gain = np.sum(k * (np.log(model) - np.log(null)) - (model - null))
     return float(gain / (total_spikes * math.log(2)))
+
+
+def bps_ratio(rates: np.ndarray, truth: np.ndarray, counts: np.ndarray) -> float:
+    """The fraction of the true rates' bits/spike that `rates` reach on the same trials.
+
+    `bits_per_spike(rates, counts) / bits_per_spike(truth, counts)`: 1 when the inferred rates
+    explain the counts as well as the rates that generated them, 0 when no better than each
+    neuron's mean rate. It can exceed 1 (inferred rates overfit to the noise of these counts) and
+    is NaN when the truth's bits/spike is not positive (it carries no information to reach).
+
+    Args:
+        rates: inferred counts per bin, (B, T, N).
+        truth: true counts per bin (the file's truth after `conversion_factor`), same shape.
+        counts: observed counts, same shape; NaN where unobserved.
+    """
+    truth, counts = _check_same_shape(truth, counts, "truth", "counts")
+    reachable = bits_per_spike(truth, counts)
+    if not reachable > 0:
+        return math.nan
+    return bits_per_spike(rates, counts) / reachable
 
 
 def co_bps(rates: np.ndarray, counts: np.ndarray, encod_data_dim: int) -> float:
@@ -175,23 +196,30 @@ def session_metrics(
     session: SessionData,
     reconstruction: str = "poisson",
 ) -> dict[str, float]:
-    """All section 5 metrics computable for one session's model outputs.
+    """All section 5 metrics computable for one session's model outputs, named by their split.
 
-    For each split `s` present in both `output_params` and `session.recon`:
-    for a Poisson model `s/nll` (mean Poisson NLL per observed element), `s/bps`, `s/co_bps` (if
-    there are held-out channels) and `s/fp_bps` (if there are forward-prediction steps); for every
-    model `s/r2` (rates against `session.truth[s]`, when the file has truth). Adds
-    `behavior_r2` (ridge decoding, fit on train, scored on valid) when `session.extra` holds
-    `train_behavior` and `valid_behavior`; rates are cut to the behaviour's number of bins.
+    For each split `s` present in both `output_params` and `session.recon` (train and valid, and
+    test when the file has `test_recon_data`): for a Poisson model `s/nll` (mean Poisson NLL per
+    observed element), `s/bps`, `s/co_bps` (if there are held-out channels) and `s/fp_bps` (if
+    there are forward-prediction steps); for every model `s/r2` (rates against
+    `session.truth[s]`, when the file has truth); for a Poisson model with truth also
+    `s/truth_bps` (the true rates' bits/spike on the same counts) and `s/bps_ratio` (`s/bps`
+    over `s/truth_bps`). Adds `s/behavior_r2` for s in valid and test (ridge decoding, fit on
+    train, scored on s) when `session.extra` holds `train_behavior` and `{s}_behavior`; rates are
+    cut to the behaviour's number of bins.
+
+    Valid scores are those every selection saw (PBT ranking, the best epoch or worker); test
+    scores come from trials no selection saw.
 
     Args:
-        output_params: split name ('train', 'valid') -> (B, T_rec, N_rec) posterior-mean rates
-            (counts per bin), i.e. the `{split}_output_params` arrays of the output file.
+        output_params: split name ('train', 'valid', 'test') -> (B, T_rec, N_rec)
+            posterior-mean rates (counts per bin), i.e. the `{split}_output_params` arrays of
+            the output file.
         session: the session whose targets the outputs predict.
         reconstruction: the observation model the outputs come from.
 
     Returns:
-        Metric name -> value.
+        Metric name (`<split>/<metric>`) -> value.
     """
     dims = session.dims
     metrics: dict[str, float] = {}
@@ -199,6 +227,7 @@ def session_metrics(
         rates = np.asarray(output_params[split], dtype=np.float64)
         counts = np.asarray(session.recon[split], dtype=np.float64)
         _check_output_shape(rates, counts, split)
+        truth = session.truth.get(split)
         if reconstruction == "poisson":  # bits/spike scores spike counts under Poisson rates
             n_observed = int(np.count_nonzero(~np.isnan(counts)))
             metrics[f"{split}/nll"] = poisson_nll(rates, counts) / max(n_observed, 1)
@@ -207,13 +236,15 @@ def session_metrics(
                 metrics[f"{split}/co_bps"] = co_bps(rates, counts, dims.encod_data_dim)
             if dims.recon_seq_len > dims.encod_seq_len:
                 metrics[f"{split}/fp_bps"] = fp_bps(rates, counts, dims.encod_seq_len)
-        if split in session.truth:
-            metrics[f"{split}/r2"] = r2_score(session.truth[split], rates)
-    if {"train", "valid"} <= output_params.keys() and {
-        "train_behavior",
-        "valid_behavior",
-    } <= session.extra.keys():
-        metrics["behavior_r2"] = _behavior_r2(output_params, session.extra)
+            if truth is not None:
+                metrics[f"{split}/truth_bps"] = bits_per_spike(truth, counts)
+                metrics[f"{split}/bps_ratio"] = bps_ratio(rates, truth, counts)
+        if truth is not None:
+            metrics[f"{split}/r2"] = r2_score(truth, rates)
+    for split in ("valid", "test"):
+        needed = {"train_behavior", f"{split}_behavior"}
+        if {"train", split} <= output_params.keys() and needed <= session.extra.keys():
+            metrics[f"{split}/behavior_r2"] = _behavior_r2(output_params, session.extra, split)
     return metrics
 
 
@@ -306,10 +337,13 @@ def _fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, 
     return weights, y_mean - x_mean @ weights
 
 
-def _behavior_r2(output_params: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> float:
-    """Ridge decoding of `{split}_behavior` from the rates of its first T_behaviour bins."""
+def _behavior_r2(
+    output_params: dict[str, np.ndarray], extra: dict[str, np.ndarray], scored: str
+) -> float:
+    """Ridge decoding of `{split}_behavior` from the rates of its first T_behaviour bins: fit on
+    train, scored on the split `scored`."""
     pairs = {}
-    for split in ("train", "valid"):
+    for split in ("train", scored):
         rates = np.asarray(output_params[split], dtype=np.float64)
         behavior = np.asarray(extra[f"{split}_behavior"], dtype=np.float64)
         if behavior.ndim == 2:
@@ -325,7 +359,7 @@ def _behavior_r2(output_params: dict[str, np.ndarray], extra: dict[str, np.ndarr
                 f"{rates.shape[1]} as in output_params['{split}']"
             )
         pairs[split] = (rates[:, : behavior.shape[1]], behavior)
-    return ridge_decoding_r2(*pairs["train"], *pairs["valid"])
+    return ridge_decoding_r2(*pairs["train"], *pairs[scored])
 
 
 SMOOTHING_WEIGHT = 0.7

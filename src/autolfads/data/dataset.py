@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from autolfads.data import validate
-from autolfads.data.validate import SPLITS, TARGET_SPLITS, DataDims
+from autolfads.data.validate import SPLITS, DataDims, target_splits
 from autolfads.errors import DataError
 
 __all__ = ["DataDims", "SessionData", "read_session", "read_sessions"]
@@ -34,8 +34,11 @@ class SessionData:
     Attributes:
         path: the file read.
         encod: split -> (B, T_enc, N_enc) float32 model input; 'train', 'valid', maybe 'test'.
-        recon: split -> (B, T_rec, N_rec) float32 reconstruction target; 'train' and 'valid'.
-            NaN in `encod`/`recon` marks unobserved entries.
+        recon: split -> (B, T_rec, N_rec) float32 reconstruction target; 'train', 'valid' and,
+            when the file has `test_recon_data`, 'test'. NaN in `encod`/`recon` marks unobserved
+            entries. Training and every selection read train and valid alone
+            (`autolfads.data.tensors.to_tensors` leaves the test target behind); the test
+            target is only scored (`autolfads evaluate`).
         ext_input: split -> (B, T_rec, E) float32 external inputs; empty if the file has none.
         truth: split -> (B, T_rec, N_rec) float32 ground truth, divided by `conversion_factor`.
         inds: split -> (B,) original trial indices; only the splits whose `{split}_inds` exists.
@@ -199,7 +202,7 @@ def _load_session(path: Path, *, reconstruction: str, allow_noninteger: bool) ->
 
         splits = [s for s in SPLITS if f"{s}_encod_data" in datasets]
         encod = {s: load(f"{s}_encod_data") for s in splits}
-        recon = {s: load(f"{s}_recon_data") for s in TARGET_SPLITS}
+        recon = {s: load(f"{s}_recon_data") for s in target_splits(datasets)}
         ext_input = {s: load(f"{s}_ext_input") for s in splits if f"{s}_ext_input" in datasets}
         truth = {s: load(f"{s}_truth") for s in splits if f"{s}_truth" in datasets}
         inds = {s: datasets[f"{s}_inds"][()] for s in splits if f"{s}_inds" in datasets}

@@ -28,6 +28,11 @@ files with their own neurons and trial counts), in `autolfads.data.synthetic_ses
 Trials of one condition share their initial state (and, without inputs or jitter, their truth);
 they differ by observation noise. Each condition's trials are split at random into train and
 valid, with `round(valid_fraction * trials_per_condition)` valid trials (at least one of each).
+With `test_fraction` > 0 (default 0: no test split, and the train/valid split of earlier
+versions), `round(test_fraction * trials_per_condition)` more trials of each condition (at least
+one) become a test split with a target: `test_encod_data`, `test_recon_data`, `test_truth`,
+`test_inds`, `test_condition` and the simulator's other per-trial keys (`test_latents`, ...).
+The test trials are for scoring alone: no training or selection reads them.
 
 Randomness: `seed` feeds independent numpy streams for the fixed model (weights, read-out), the
 conditions (initial states, pulse times), the observation noise and the split, so the same seed
@@ -84,6 +89,7 @@ def chaotic_rnn(
     dt: float = 0.01,
     tau: float = 0.025,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Arrays:
     """Spikes from a chaotic rate RNN (the LFADS 2018 benchmark).
 
@@ -102,8 +108,11 @@ def chaotic_rnn(
         max_rate: peak rate in Hz.
         dt, tau: bin width and time constant in seconds.
         valid_fraction: fraction of each condition's trials in the valid split.
+        test_fraction: fraction of each condition's trials in the test split (0: none).
     """
-    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction)
+    _require_sizes(
+        n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction, test_fraction
+    )
     _require_positive(max_rate=max_rate, dt=dt, tau=tau)
     gain = g if g is not None else (2.5 if inputs else 1.5)
     model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
@@ -120,7 +129,9 @@ def chaotic_rnn(
     else:
         states = _run_rate_rnn(x0, weights, gain, dt / tau, n_steps)
         rates = _minmax_rates(states, max_rate)[condition]
-    return _session(rates, dt, condition, noise_rng, split_rng, valid_fraction, extras)
+    return _session(
+        rates, dt, condition, noise_rng, split_rng, (valid_fraction, test_fraction), extras
+    )
 
 
 def lorenz(
@@ -139,6 +150,7 @@ def lorenz(
     lorenz_dt: float = 0.015,
     burn_in: int = 300,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Arrays:
     """Poisson spikes whose log-rates are linear in the state of a Lorenz system.
 
@@ -157,8 +169,11 @@ def lorenz(
         lorenz_dt: Lorenz time advanced per bin.
         burn_in: bins run and discarded before recording.
         valid_fraction: fraction of each condition's trials in the valid split.
+        test_fraction: fraction of each condition's trials in the test split (0: none).
     """
-    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction)
+    _require_sizes(
+        n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction, test_fraction
+    )
     _require_positive(dt=dt, base_rate=base_rate, lorenz_dt=lorenz_dt)
     _require(burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
     model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
@@ -168,7 +183,15 @@ def lorenz(
     )  # (C, T, 3), (C, T, N)
     condition = np.repeat(np.arange(n_conditions), trials_per_condition)
     extras = {"latents": latents[condition].astype(np.float32)}
-    return _session(rates[condition], dt, condition, noise_rng, split_rng, valid_fraction, extras)
+    return _session(
+        rates[condition],
+        dt,
+        condition,
+        noise_rng,
+        split_rng,
+        (valid_fraction, test_fraction),
+        extras,
+    )
 
 
 def oscillator(
@@ -184,6 +207,7 @@ def oscillator(
     base_rate: float = 10.0,
     gain: float = 1.0,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Arrays:
     """Poisson spikes whose log-rates are linear in a 2-D rotating latent.
 
@@ -199,8 +223,11 @@ def oscillator(
         base_rate: rate in Hz at z = 0.
         gain: size of the latent modulation of the log-rates.
         valid_fraction: fraction of each condition's trials in the valid split.
+        test_fraction: fraction of each condition's trials in the test split (0: none).
     """
-    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction)
+    _require_sizes(
+        n_conditions, trials_per_condition, n_neurons, n_steps, valid_fraction, test_fraction
+    )
     _require_positive(dt=dt, base_rate=base_rate)
     model_rng, cond_rng, noise_rng, split_rng = _streams(seed)
     readout = gain * _unit_rows(model_rng, n_neurons, 2)
@@ -210,7 +237,15 @@ def oscillator(
     rates = base_rate * np.exp(latents @ readout.T)
     condition = np.repeat(np.arange(n_conditions), trials_per_condition)
     extras = {"latents": latents[condition].astype(np.float32)}
-    return _session(rates[condition], dt, condition, noise_rng, split_rng, valid_fraction, extras)
+    return _session(
+        rates[condition],
+        dt,
+        condition,
+        noise_rng,
+        split_rng,
+        (valid_fraction, test_fraction),
+        extras,
+    )
 
 
 def calcium(
@@ -235,6 +270,7 @@ def calcium(
     burn_in: int = 50,
     n_rows: int = 512,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Arrays:
     """Deconvolved 2-photon calcium events from Lorenz-driven spikes (RADICaL's synthetic data).
 
@@ -279,8 +315,11 @@ def calcium(
         burn_in: frames run and discarded before recording.
         n_rows: image rows; neurons sit at random rows, scanned at `row / n_rows` of the frame.
         valid_fraction: fraction of each condition's trials in the valid split.
+        test_fraction: fraction of each condition's trials in the test split (0: none).
     """
-    _require_sizes(n_conditions, trials_per_condition, n_neurons, n_frames, valid_fraction)
+    _require_sizes(
+        n_conditions, trials_per_condition, n_neurons, n_frames, valid_fraction, test_fraction
+    )
     _require_positive(frame_rate=frame_rate, base_rate=base_rate, tau=tau, lorenz_dt=lorenz_dt)
     _require_positive(s_min=s_min)
     _require(noise_std >= 0, "noise_std", noise_std, "a number >= 0")
@@ -310,8 +349,9 @@ def calcium(
     if subframes > 1:
         events = to_subframe_bins(events, scan_offsets, subframes)
     extras = {"latents": latents[condition].astype(np.float32)}
+    fractions = (valid_fraction, test_fraction)
     arrays = _split_session(
-        events, truth[condition], condition, split_rng, valid_fraction, extras, frame_rate
+        events, truth[condition], condition, split_rng, fractions, extras, frame_rate
     )
     arrays["scan_offsets"] = scan_offsets
     return arrays
@@ -337,6 +377,7 @@ def emg(
     artifact_min: float = 10.0,
     artifact_max: float = 30.0,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> Arrays:
     """Rectified, smoothed EMG-like signals of muscles driven by a few smooth latents.
 
@@ -367,8 +408,11 @@ def emg(
         artifact_rate: probability of an artifact per channel and bin (0: none).
         artifact_min, artifact_max: artifact size range, in multiples of the mean signal.
         valid_fraction: fraction of each condition's trials in the valid split.
+        test_fraction: fraction of each condition's trials in the test split (0: none).
     """
-    _require_sizes(n_conditions, trials_per_condition, n_muscles, n_steps, valid_fraction)
+    _require_sizes(
+        n_conditions, trials_per_condition, n_muscles, n_steps, valid_fraction, test_fraction
+    )
     _require_positive(dt=dt, bump_width=bump_width, amplitude=amplitude, gamma_shape=gamma_shape)
     _require_positive(weight_max=weight_max)
     _require(n_latents >= 1, "n_latents", n_latents, "an integer >= 1")
@@ -396,8 +440,9 @@ def emg(
     data[artifacts] += sizes * mean.mean()
     data = np.maximum(data.astype(np.float32), np.finfo(np.float32).tiny)  # gamma support: > 0
     extras = {"latents": latents.astype(np.float32), "artifacts": artifacts}
+    fractions = (valid_fraction, test_fraction)
     return _split_session(
-        data, activations, condition, split_rng, valid_fraction, extras, 1.0 / amplitude
+        data, activations, condition, split_rng, fractions, extras, 1.0 / amplitude
     )
 
 
@@ -567,13 +612,32 @@ def _require_subframes(subframes: int, sim_subframes: int) -> None:
 
 
 def _require_sizes(
-    n_conditions: int, trials: int, n_neurons: int, n_steps: int, valid_fraction: float
+    n_conditions: int,
+    trials: int,
+    n_neurons: int,
+    n_steps: int,
+    valid_fraction: float,
+    test_fraction: float = 0.0,
 ) -> None:
     _require(n_conditions >= 1, "n_conditions", n_conditions, "an integer >= 1")
+    if test_fraction > 0:
+        expected = "an integer >= 3 with test_fraction > 0 (train, valid and test)"
+        _require(trials >= 3, "trials_per_condition", trials, expected)
     _require(trials >= 2, "trials_per_condition", trials, "an integer >= 2 (train and valid)")
     _require(n_neurons >= 1, "n_neurons", n_neurons, "an integer >= 1")
     _require(n_steps >= 1, "n_steps", n_steps, "an integer >= 1")
+    _require_fractions(valid_fraction, test_fraction)
+
+
+def _require_fractions(valid_fraction: float, test_fraction: float) -> None:
     _require(0.0 < valid_fraction < 1.0, "valid_fraction", valid_fraction, "a number in (0, 1)")
+    _require(0.0 <= test_fraction < 1.0, "test_fraction", test_fraction, "a number in [0, 1)")
+    _require(
+        valid_fraction + test_fraction < 1.0,
+        "test_fraction",
+        test_fraction,
+        f"< 1 - valid_fraction = {1.0 - valid_fraction:g} (some trials must train)",
+    )
 
 
 # --------------------------------------------------------------------------- dynamics
@@ -832,12 +896,13 @@ def _session(
     condition: np.ndarray,
     noise_rng: np.random.Generator,
     split_rng: np.random.Generator,
-    valid_fraction: float,
+    fractions: tuple[float, float],
     extras: Mapping[str, np.ndarray],
 ) -> Arrays:
-    """Poisson spikes from rates (B, T, N) in Hz, split within conditions, in docs/data-format.md layout."""
+    """Poisson spikes from rates (B, T, N) in Hz, split within conditions, in docs/data-format.md
+    layout; `fractions` is (valid_fraction, test_fraction)."""
     counts = noise_rng.poisson(rates_hz * dt).astype(np.int32)
-    return _split_session(counts, rates_hz, condition, split_rng, valid_fraction, extras, 1.0 / dt)
+    return _split_session(counts, rates_hz, condition, split_rng, fractions, extras, 1.0 / dt)
 
 
 def _split_session(
@@ -845,17 +910,19 @@ def _split_session(
     truth: np.ndarray,
     condition: np.ndarray,
     split_rng: np.random.Generator,
-    valid_fraction: float,
+    fractions: tuple[float, float],
     extras: Mapping[str, np.ndarray],
     conversion_factor: float,
 ) -> Arrays:
     """Data and truth (B, T, N) and per-trial `extras`, split within conditions (docs/data-format.md).
 
+    `fractions` is (valid_fraction, test_fraction); with test_fraction 0 there are no test keys.
     encod and recon data are the same array; the truth is stored as float32.
     """
-    train, valid = _split_within_conditions(split_rng, condition, valid_fraction)
+    train, valid, test = _split_within_conditions(split_rng, condition, *fractions)
     arrays: Arrays = {"conversion_factor": np.asarray(conversion_factor)}
-    for split, inds in (("train", train), ("valid", valid)):
+    splits = [("train", train), ("valid", valid)] + ([("test", test)] if test.size else [])
+    for split, inds in splits:
         arrays[f"{split}_encod_data"] = data[inds]
         arrays[f"{split}_recon_data"] = arrays[f"{split}_encod_data"]
         arrays[f"{split}_truth"] = truth[inds].astype(np.float32)
@@ -867,23 +934,35 @@ def _split_session(
 
 
 def _split_within_conditions(
-    rng: np.random.Generator, condition: np.ndarray, valid_fraction: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, valid) trial indices: `round(valid_fraction * n_c)` random trials of each
-    condition (at least one, at most n_c - 1) go to valid.
+    rng: np.random.Generator,
+    condition: np.ndarray,
+    valid_fraction: float,
+    test_fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted (train, valid, test) trial indices, split within each condition c of n_c trials:
+    `round(valid_fraction * n_c)` random trials go to valid (at least one) and, with
+    `test_fraction` > 0, the next `round(test_fraction * n_c)` of the same random order to test
+    (at least one), always leaving at least one train trial.
+
+    The random order is the same for any `test_fraction`, so with 0 (test empty) the split is
+    the two-way split of earlier versions, trial for trial.
 
     Trials are grouped by condition: `condition` (B,) is sorted, condition c has n_c >= 2
-    consecutive trials (the same number for every condition in the single-file simulators).
+    consecutive trials (>= 3 with a test split; the same number for every condition in the
+    single-file simulators).
     """
     counts = np.bincount(condition)  # (C,) trials of each condition
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     keys = rng.random((counts.size, counts.max()))  # one random order per condition
-    is_valid = np.zeros(condition.size, dtype=bool)
+    split = np.zeros(condition.size, dtype=np.int8)  # 0 train, 1 valid, 2 test
     for c, n_c in enumerate(counts):
-        n_valid = min(max(round(valid_fraction * n_c), 1), n_c - 1)
-        order = np.argsort(keys[c, :n_c])
-        is_valid[first[c] + order[:n_valid]] = True
-    return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
+        reserve = 1 if test_fraction > 0 else 0  # a trial kept back for test
+        n_valid = min(max(round(valid_fraction * n_c), 1), n_c - 1 - reserve)
+        n_test = min(max(round(test_fraction * n_c), 1), n_c - 1 - n_valid) if reserve else 0
+        order = first[c] + np.argsort(keys[c, :n_c])
+        split[order[:n_valid]] = 1
+        split[order[n_valid : n_valid + n_test]] = 2
+    return tuple(np.flatnonzero(split == k) for k in range(3))  # type: ignore[return-value]
 
 
 def _write_array(file: h5py.File, key: str, value: np.ndarray) -> None:

@@ -10,7 +10,7 @@ together, uniform). Conditions are shared: condition c is the same latent trajec
 session (the same initial state), so the sessions' condition averages are one trajectory seen
 through different neurons. A session's trials are spread over the conditions as evenly as its
 count allows (the remainder to random conditions), grouped by condition, and split into train and
-valid within each condition as in `autolfads.data.synthetic`.
+valid (and, with `test_fraction` > 0, test) within each condition as in `autolfads.data.synthetic`.
 
 The systems:
 
@@ -56,6 +56,7 @@ from autolfads.data.synthetic import (
     _minmax,
     _rate_rnn_weights,
     _require,
+    _require_fractions,
     _require_positive,
     _resolved_params,
     _run_rate_rnn,
@@ -85,8 +86,9 @@ class PoolSampling:
     sessions: int
     n_neurons_pool: int
     neurons: tuple[int, int]  # (neurons_min, neurons_max) per session
-    trials: tuple[int, int]  # (trials_min, trials_max) per session, train + valid
+    trials: tuple[int, int]  # (trials_min, trials_max) per session, train + valid (+ test)
     n_conditions: int
+    splits: int = 2  # 3 with a test split: the trials each condition needs at least
 
     def check(self) -> None:
         """Refuse sizes that cannot be drawn, naming the parameter and its value."""
@@ -103,12 +105,13 @@ class PoolSampling:
             n_max,
             f"an integer in [neurons_min={n_min}, {in_pool}]",
         )
-        least = 2 * self.n_conditions  # a train and a valid trial of every condition
+        least = self.splits * self.n_conditions  # a train and a valid (and test) trial each
+        which = "a train and a valid" if self.splits == 2 else "a train, a valid and a test"
         _require(
             t_min >= least,
             "trials_min",
             t_min,
-            f">= 2 * n_conditions = {least} (a train and a valid trial of each condition)",
+            f">= {self.splits} * n_conditions = {least} ({which} trial of each condition)",
         )
         _require(t_max >= t_min, "trials_max", t_max, f"an integer >= trials_min={t_min}")
 
@@ -150,6 +153,7 @@ def lorenz_sessions(
     lorenz_dt: float = 0.015,
     burn_in: int = 300,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> list[Arrays]:
     """S sessions of Poisson spikes from one Lorenz system, each recording part of a neuron pool.
 
@@ -157,18 +161,25 @@ def lorenz_sessions(
         sessions: number of sessions S.
         n_neurons_pool: pool neurons P with a fixed read-out each.
         neurons_min, neurons_max: range of a session's neuron count N (a subset of the pool).
-        trials_min, trials_max: range of a session's trial count B (train and valid).
+        trials_min, trials_max: range of a session's trial count B (train, valid and test).
         n_conditions: conditions C (latent initial states), shared by all sessions.
+        valid_fraction, test_fraction: fractions of each condition's trials in the valid and
+            test splits (test 0: none), as in `autolfads.data.synthetic`.
         Others: as in `autolfads.data.synthetic.lorenz`.
 
     Returns:
         One dict of arrays per session (module docstring).
     """
     sampling = PoolSampling(
-        sessions, n_neurons_pool, (neurons_min, neurons_max), (trials_min, trials_max), n_conditions
+        sessions,
+        n_neurons_pool,
+        (neurons_min, neurons_max),
+        (trials_min, trials_max),
+        n_conditions,
+        splits=3 if test_fraction > 0 else 2,
     )
     sampling.check()
-    _require_steps(n_steps, valid_fraction)
+    _require_steps(n_steps, valid_fraction, test_fraction)
     _require_positive(dt=dt, base_rate=base_rate, lorenz_dt=lorenz_dt)
     _require(burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
     model_rng, cond_rng, noise_rng, split_rng, layout_rng = _streams(seed, 5)
@@ -176,7 +187,8 @@ def lorenz_sessions(
     sizes = (n_conditions, n_steps, n_neurons_pool)
     latents, rates = _lorenz_rates(model_rng, cond_rng, sizes, system, base_rate, gain)
     layouts = sampling.layouts(layout_rng)
-    return _record_sessions(rates, latents, dt, layouts, (noise_rng, split_rng), valid_fraction)
+    fractions = (valid_fraction, test_fraction)
+    return _record_sessions(rates, latents, dt, layouts, (noise_rng, split_rng), fractions)
 
 
 def chaotic_rnn_sessions(
@@ -196,6 +208,7 @@ def chaotic_rnn_sessions(
     dt: float = 0.01,
     tau: float = 0.025,
     valid_fraction: float = 0.2,
+    test_fraction: float = 0.0,
 ) -> list[Arrays]:
     """S sessions of Poisson spikes from one chaotic rate RNN, each recording part of a neuron pool.
 
@@ -210,10 +223,15 @@ def chaotic_rnn_sessions(
         One dict of arrays per session (module docstring).
     """
     sampling = PoolSampling(
-        sessions, n_neurons_pool, (neurons_min, neurons_max), (trials_min, trials_max), n_conditions
+        sessions,
+        n_neurons_pool,
+        (neurons_min, neurons_max),
+        (trials_min, trials_max),
+        n_conditions,
+        splits=3 if test_fraction > 0 else 2,
     )
     sampling.check()
-    _require_steps(n_steps, valid_fraction)
+    _require_steps(n_steps, valid_fraction, test_fraction)
     _require(n_units >= 1, "n_units", n_units, "an integer >= 1")
     _require_positive(max_rate=max_rate, dt=dt, tau=tau)
     model_rng, cond_rng, noise_rng, split_rng, layout_rng = _streams(seed, 5)
@@ -223,12 +241,13 @@ def chaotic_rnn_sessions(
     latents = np.tanh(_run_rate_rnn(x0, weights, g, dt / tau, n_steps))  # (C, T, D)
     rates = _minmax(latents @ readout.T, max_rate)  # (C, T, P)
     layouts = sampling.layouts(layout_rng)
-    return _record_sessions(rates, latents, dt, layouts, (noise_rng, split_rng), valid_fraction)
+    fractions = (valid_fraction, test_fraction)
+    return _record_sessions(rates, latents, dt, layouts, (noise_rng, split_rng), fractions)
 
 
-def _require_steps(n_steps: int, valid_fraction: float) -> None:
+def _require_steps(n_steps: int, valid_fraction: float, test_fraction: float) -> None:
     _require(n_steps >= 1, "n_steps", n_steps, "an integer >= 1")
-    _require(0.0 < valid_fraction < 1.0, "valid_fraction", valid_fraction, "a number in (0, 1)")
+    _require_fractions(valid_fraction, test_fraction)
 
 
 def _record_sessions(
@@ -237,19 +256,20 @@ def _record_sessions(
     dt: float,
     layouts: Sequence[tuple[np.ndarray, np.ndarray]],
     rngs: tuple[np.random.Generator, np.random.Generator],
-    valid_fraction: float,
+    fractions: tuple[float, float],
 ) -> list[Arrays]:
     """Each session's spikes, truth and latents from the pool's rates (C, T, P) and latents (C, T, D).
 
     `layouts` holds per session its pool neurons (N,) and its trials' conditions (B,); `rngs` are
-    the noise and split streams, used by the sessions in turn.
+    the noise and split streams, used by the sessions in turn; `fractions` is (valid_fraction,
+    test_fraction).
     """
     noise_rng, split_rng = rngs
     arrays = []
     for index, (neurons, condition) in enumerate(layouts):
         extras = {"latents": latents[condition].astype(np.float32)}
         rates = rates_hz[condition][:, :, neurons]  # (B, T, N)
-        session = _session(rates, dt, condition, noise_rng, split_rng, valid_fraction, extras)
+        session = _session(rates, dt, condition, noise_rng, split_rng, fractions, extras)
         session["pool_neuron_index"] = neurons.astype(np.int64)
         session["session_index"] = np.asarray(index, dtype=np.int64)
         arrays.append(session)

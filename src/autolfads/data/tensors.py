@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from autolfads.data import SessionData
+from autolfads.data.validate import TARGET_SPLITS
 
 __all__ = [
     "SessionTensors",
@@ -51,7 +52,12 @@ def _as_float_tensor(array: np.ndarray, device: torch.device | str) -> Tensor:
 def to_tensors(
     sessions: Sequence[SessionData], device: torch.device | str, sv_rate: float = 0.0, seed: int = 0
 ) -> list[SessionTensors]:
-    """Move every session's arrays to `device` once; draw the fixed sample-validation mask."""
+    """Move every session's arrays to `device` once; draw the fixed sample-validation mask.
+
+    Only the train and valid targets travel: a test split's target (`test_recon_data`) stays
+    behind, so that no training step, evaluation or selection can read it. Test trials keep their
+    input (`encod`, `ext_input`) and get posterior outputs like the others.
+    """
     out = []
     rng = np.random.default_rng(seed)
     for s in sessions:
@@ -63,7 +69,8 @@ def to_tensors(
         if sv_rate > 0:
             shape = s.encod["train"].shape
             sv = torch.as_tensor(rng.random(shape) < sv_rate, device=device)
-        out.append(SessionTensors(put(s.encod), put(s.recon), put(s.ext_input), sv))
+        targets = {k: v for k, v in s.recon.items() if k in TARGET_SPLITS}
+        out.append(SessionTensors(put(s.encod), put(targets), put(s.ext_input), sv))
     return out
 
 

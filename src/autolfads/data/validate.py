@@ -22,7 +22,10 @@ import numpy as np
 from autolfads.errors import DataError
 
 SPLITS = ("train", "valid", "test")
-TARGET_SPLITS = ("train", "valid")  # splits with a reconstruction target
+# Splits that must have a reconstruction target: train fits, valid selects (PBT ranking, best
+# epoch or worker, early stopping). Training and every selection read these two alone; a test
+# target (`test_recon_data`, optional) is loaded and checked like them but only ever scored.
+TARGET_SPLITS = ("train", "valid")
 REQUIRED_KEYS = ("train_encod_data", "valid_encod_data", "train_recon_data", "valid_recon_data")
 NONNEGATIVE_MODELS = ("poisson", "gamma", "zig")  # observation models defined on values >= 0
 COUNT_MODELS = ("poisson",)  # observation models of integer counts
@@ -109,12 +112,12 @@ def check_layout(path: str | os.PathLike, arrays: Mapping[str, ArrayLike]) -> Da
     for key in _model_keys(arrays, splits):
         _check_3d(path, key, arrays[key])
     enc = {s: arrays[f"{s}_encod_data"].shape for s in splits}
-    rec = {s: arrays[f"{s}_recon_data"].shape for s in TARGET_SPLITS}
+    rec = {s: arrays[f"{s}_recon_data"].shape for s in target_splits(arrays)}
     _check_nonempty(path, enc, "encod_data")
     _check_nonempty(path, rec, "recon_data")
     _check_splits_agree(path, enc, "encod_data", axes=(1, 2))
     _check_splits_agree(path, rec, "recon_data", axes=(1, 2))
-    for split in TARGET_SPLITS:
+    for split in rec:
         _check_recon_vs_encod(path, split, enc[split], rec[split])
     t_rec, n_rec = rec["train"][1], rec["train"][2]
     ext_dim = _check_ext_input(path, arrays, splits, enc, t_rec)
@@ -130,9 +133,15 @@ def check_layout(path: str | os.PathLike, arrays: Mapping[str, ArrayLike]) -> Da
     )
 
 
+def target_splits(arrays: Mapping[str, object]) -> list[str]:
+    """Splits whose reconstruction target the file holds: train, valid and, with
+    `test_recon_data`, test (in that order)."""
+    return [s for s in SPLITS if s in TARGET_SPLITS or f"{s}_recon_data" in arrays]
+
+
 def _model_keys(arrays: Mapping[str, ArrayLike], splits: Sequence[str]) -> list[str]:
     """Keys of the 3-D arrays the model reads (data, targets, inputs, truth)."""
-    keys = [f"{s}_encod_data" for s in splits] + [f"{s}_recon_data" for s in TARGET_SPLITS]
+    keys = [f"{s}_encod_data" for s in splits] + [f"{s}_recon_data" for s in target_splits(arrays)]
     keys += [f"{s}_{kind}" for s in splits for kind in ("ext_input", "truth")]
     return [k for k in keys if k in arrays]
 
@@ -145,10 +154,10 @@ def _check_required(path, arrays: Mapping[str, ArrayLike]) -> None:
 
 
 def _check_orphans(path, arrays: Mapping[str, ArrayLike], splits: Sequence[str]) -> None:
-    """Test-split companions (ext_input, truth, inds) need test_encod_data."""
+    """Test-split companions (recon_data, ext_input, truth, inds) need test_encod_data."""
     if "test" in splits:
         return
-    for kind in ("ext_input", "truth", "inds"):
+    for kind in ("recon_data", "ext_input", "truth", "inds"):
         if f"test_{kind}" in arrays:
             raise fail(
                 path, f"test_{kind}", "is present without 'test_encod_data'", "both or neither"
