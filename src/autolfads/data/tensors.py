@@ -91,10 +91,11 @@ def epoch_batches(
     batches: list[tuple[int, Tensor]] = []
     for s, d in enumerate(data):
         n = d.n_trials("train")
-        perm = torch.randperm(n, generator=generator)
+        # one copy to the device per session (each copy from the host waits for the device)
+        perm = torch.randperm(n, generator=generator).to(d.encod["train"].device)
         for chunk in perm.split(batch_size):
             if len(chunk) == batch_size or len(chunk) * 2 >= batch_size or n < batch_size:
-                batches.append((s, chunk.to(d.encod["train"].device)))
+                batches.append((s, chunk))
     order = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in order]
 

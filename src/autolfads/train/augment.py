@@ -106,6 +106,7 @@ def prepare_batch(
     training: bool = True,
     generator: torch.Generator | None = None,
     ops: Ops = REFERENCE,
+    cd_any: bool | None = None,
 ) -> PreparedBatch:
     """Build the encoder input, the target and the masks of one batch.
 
@@ -121,6 +122,9 @@ def prepare_batch(
         training: apply coordinated dropout.
         generator: source of the coordinated-dropout masks (global RNG when None).
         ops: the operations making the masks (the network's `ops`).
+        cd_any: whether any worker's `cd_rate` is above 0, when the caller knows it; None reads it
+            from `cd_rate`, which waits for the device. The shard decides once per epoch, so that
+            no training step waits for the GPU.
     """
     x = encoder_input(encod, n_workers, sv_mask)  # (K, B, T_enc, N_enc)
 
@@ -135,7 +139,9 @@ def prepare_batch(
     loss_mask = loss_mask.unsqueeze(0).to(recon.dtype)
 
     grad_mask = None
-    if training and cd_rate is not None and bool((cd_rate > 0).any()):
+    if cd_any is None and training and cd_rate is not None:
+        cd_any = bool((cd_rate > 0).any())
+    if training and cd_rate is not None and cd_any:
         x, grad_mask = coordinated_dropout(x, cd_rate, recon.shape, generator, ops)
     return PreparedBatch(x, target, loss_mask, grad_mask, sv_full)
 

@@ -223,9 +223,15 @@ class Shard:
             self.net.init_readout_bias(s, torch.nan_to_num(mean, nan=0.0))
 
     def train_epoch(self, data: Sequence[SessionTensors], epoch: int) -> dict[str, np.ndarray]:
-        """One pass over the training trials of every session. Returns 'train/<part>' -> (K,)."""
+        """One pass over the training trials of every session. Returns 'train/<part>' -> (K,).
+
+        No step waits for the device (no `.item()`, `.cpu()`, `bool(tensor)` or copy from the host
+        inside the loop; tests/train/test_no_sync.py): the few host decisions are made before the
+        loop, and the metrics are gathered once, after it.
+        """
         self.net.train()
         ramp = ramp_factor(epoch, self.settings.ramp_epochs, self.settings.ramp_start)
+        cd_any = bool((self.hps["cd_rate"] > 0).any())  # HPs change only between epochs
         acc: dict[str, Tensor] = {}
         total = 0
         for session, idx in epoch_batches(data, self.settings.batch_size, self.generator):
@@ -245,6 +251,7 @@ class Shard:
                 training=True,
                 generator=self.noise,
                 ops=self.net.ops,
+                cd_any=cd_any,
             )
             out = self.net(
                 batch.encod_input, session, ext, self.hps["dropout_rate"], True, self.noise
