@@ -117,6 +117,27 @@ def copy_worker_into(src: nn.Module, k: int, n_workers: int, dst: nn.Module) -> 
     dst.load_state_dict(state)
 
 
+def on(t: Tensor | None, device: str) -> Tensor | None:
+    """`t` on `device` (None stays None)."""
+    return None if t is None else t.to(device)
+
+
+def session_on(session: SessionTensors, device: str) -> SessionTensors:
+    """A copy of `session`'s tensors on `device`."""
+
+    def put(d: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.to(device) for k, v in d.items()}
+
+    sv = session.sv_mask.to(device) if session.sv_mask is not None else None
+    return SessionTensors(put(session.encod), put(session.recon), put(session.ext_input), sv)
+
+
+def loosen(device: str) -> float:
+    """Factor on a test's float64 tolerances on `device`: 1 on the CPU; 100 on a GPU, whose
+    reductions and matrix products may add in another order for another batch shape."""
+    return 1.0 if str(device) == "cpu" else 100.0
+
+
 @contextlib.contextmanager
 def torch_threads(n: int = 1) -> Iterator[None]:
     """Run with `n` intra-op threads, then restore: tiny models are faster on one thread, and much

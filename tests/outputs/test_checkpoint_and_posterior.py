@@ -31,16 +31,19 @@ def _model(seed=0):
     return LFADS(net, hps, {"model": {"gen_dim": 10}}, ["s"])
 
 
-def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, device):
     model = _model()
+    model.network.to(device)
     sess = [_session(tmp_path)]
     path = model.save(tmp_path / "model.ckpt")
-    loaded = LFADS.load_from_checkpoint(path)
+    loaded = LFADS.load_from_checkpoint(path, device=device)
+    assert next(loaded.network.parameters()).device.type == torch.device(device).type
     a = model.posterior(sess, n_samples=4, seed=3)
     b = loaded.posterior(sess, n_samples=4, seed=3)
     for split in ("train", "valid"):
         for name in OUTPUT_FIELDS:
             assert np.array_equal(a[0][split][name], b[0][split][name]), (split, name)
+            assert np.isfinite(b[0][split][name]).all(), (split, name)
     assert loaded.hps == model.hps and loaded.config == model.config
     payload = torch.load(path, weights_only=True)
     assert payload["structure"]["gen_dim"] == 10
@@ -61,10 +64,10 @@ def test_not_a_checkpoint_is_a_data_error(tmp_path):
         LFADS.load_from_checkpoint(tmp_path / "missing.ckpt")
 
 
-def test_posterior_average_is_the_mean_of_the_same_samples_drawn_one_by_one():
+def test_posterior_average_is_the_mean_of_the_same_samples_drawn_one_by_one(device):
     torch.manual_seed(0)
-    net = LFADSNetwork(tiny_structure(), 1).double()
-    data = torch.poisson(torch.ones(3, 8, 6, dtype=torch.float64))
+    net = LFADSNetwork(tiny_structure(), 1).double().to(device)
+    data = torch.poisson(torch.ones(3, 8, 6, dtype=torch.float64)).to(device)
     s = 5
     torch.manual_seed(7)
     avg = posterior_average(net, data, 0, None, n_samples=s)

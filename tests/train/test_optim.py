@@ -18,15 +18,17 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _population(k: int, seed: int = 0) -> list[torch.nn.Parameter]:
+def _population(k: int, seed: int = 0, device: str = "cpu") -> list[torch.nn.Parameter]:
     g = _gen(seed)
     return [
-        torch.nn.Parameter(torch.randn(k * m, *shape, generator=g, dtype=F64))
+        torch.nn.Parameter(torch.randn(k * m, *shape, generator=g, dtype=F64).to(device))
         for m, shape in zip(ROWS, SHAPES, strict=True)
     ]
 
 
-def _coefs(k: int, scale: torch.Tensor | None = None, seed: int = 1) -> list[torch.Tensor]:
+def _coefs(
+    k: int, scale: torch.Tensor | None = None, seed: int = 1, device: str = "cpu"
+) -> list[torch.Tensor]:
     """Per-element loss coefficients; `scale` (K,) multiplies each worker's (its gradient size)."""
     g = _gen(seed)
     out = []
@@ -34,7 +36,7 @@ def _coefs(k: int, scale: torch.Tensor | None = None, seed: int = 1) -> list[tor
         c = torch.randn(k * m, *shape, generator=g, dtype=F64)
         if scale is not None:
             c = c * scale.repeat_interleave(m).view(-1, *([1] * len(shape))).to(F64)
-        out.append(c)
+        out.append(c.to(device))
     return out
 
 
@@ -103,11 +105,11 @@ def test_custom_betas_and_eps_match_torch_adam():
     _assert_worker_equal(params, 0, reference)
 
 
-def test_each_worker_follows_torch_adam_at_its_own_learning_rate():
+def test_each_worker_follows_torch_adam_at_its_own_learning_rate(device):
     K = 3
-    params, coefs = _population(K, seed=4), _coefs(K, seed=5)
+    params, coefs = _population(K, seed=4, device=device), _coefs(K, seed=5, device=device)
     start = [p.detach().clone() for p in params]
-    lr = torch.tensor([0.1, 0.01, 0.001])
+    lr = torch.tensor([0.1, 0.01, 0.001], device=device)
     opt = PopulationAdam(params, lr, max_grad_norm=1e9)
     _run(opt, params, coefs, steps=5)
     for k in range(K):
@@ -131,12 +133,13 @@ def test_learning_rate_tensor_is_shared_with_the_caller():
 # ---------------------------------------------------------------- clipping, non-finite gradients
 
 
-def test_gradient_norm_is_clipped_per_worker():
+def test_gradient_norm_is_clipped_per_worker(device):
     K, max_norm = 2, 1.0
     scale = torch.tensor([100.0, 0.01])  # worker 0: huge gradient; worker 1: tiny
-    params, coefs = _population(K, seed=8), _coefs(K, scale, seed=9)
+    params, coefs = _population(K, seed=8, device=device), _coefs(K, scale, 9, device)
     start = [p.detach().clone() for p in params]
-    opt = PopulationAdam(params, torch.tensor([0.02, 0.02]), max_grad_norm=max_norm)
+    lr = torch.tensor([0.02, 0.02], device=device)
+    opt = PopulationAdam(params, lr, max_grad_norm=max_norm)
 
     opt.zero_grad()
     _loss(params, coefs).backward()
@@ -171,11 +174,12 @@ def test_grad_norms_sum_both_rows_of_a_worker():
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_worker_with_non_finite_gradient_skips_the_step_and_others_still_update(bad):
+def test_worker_with_non_finite_gradient_skips_the_step_and_others_still_update(bad, device):
     K = 3
-    params, coefs = _population(K, seed=11), _coefs(K, seed=12)
+    params, coefs = _population(K, seed=11, device=device), _coefs(K, seed=12, device=device)
     start = [p.detach().clone() for p in params]
-    opt = PopulationAdam(params, torch.tensor([0.01, 0.01, 0.01]), max_grad_norm=1e9)
+    lr = torch.tensor([0.01, 0.01, 0.01], device=device)
+    opt = PopulationAdam(params, lr, max_grad_norm=1e9)
 
     opt.zero_grad()
     _loss(params, coefs).backward()

@@ -11,6 +11,7 @@ import torch
 from helpers import (
     default_hps,
     rotating_poisson_session,
+    session_on,
     tiny_settings,
     tiny_structure,
     torch_threads,
@@ -31,9 +32,9 @@ def data():
     return [session]
 
 
-def _shard(k: int = 2, seed: int = 0, **hp_overrides) -> Shard:
+def _shard(k: int = 2, seed: int = 0, device: str = "cpu", **hp_overrides) -> Shard:
     hps = default_hps(k, **{"dropout_rate": 0.1, "cd_rate": 0.2, **hp_overrides})
-    return Shard(tiny_structure(), tiny_settings(), hps, seed=seed)
+    return Shard(tiny_structure(), tiny_settings(), hps, device=device, seed=seed)
 
 
 def _distinct_hps(k: int) -> dict[str, list[float]]:
@@ -41,8 +42,8 @@ def _distinct_hps(k: int) -> dict[str, list[float]]:
     return {name: [0.01 * (i + 1) * (j + 1) for i in range(k)] for j, name in enumerate(HP_NAMES)}
 
 
-def _trained(data, k: int, seed: int, epochs: int) -> Shard:
-    shard = Shard(tiny_structure(), tiny_settings(), _distinct_hps(k), seed=seed)
+def _trained(data, k: int, seed: int, epochs: int, device: str = "cpu") -> Shard:
+    shard = Shard(tiny_structure(), tiny_settings(), _distinct_hps(k), device=device, seed=seed)
     shard.init_readout_biases(data)
     for epoch in range(epochs):
         shard.train_epoch(data, epoch)
@@ -103,8 +104,9 @@ def test_set_hps_reaches_the_observation_model():
     assert shard.net.observation[0].gamma_prior.tolist() == [2.0, 3.0]
 
 
-def test_worker_with_zero_learning_rate_keeps_its_weights(data):
-    shard = _shard(2, lr_init=[0.01, 0.0])
+def test_worker_with_zero_learning_rate_keeps_its_weights(data, device):
+    data = [session_on(d, device) for d in data]
+    shard = _shard(2, device=device, lr_init=[0.01, 0.0])
     before = {n: p.detach().clone() for n, p in shard.net.named_parameters()}
     shard.train_epoch(data, 0)
     moved = False
@@ -114,8 +116,9 @@ def test_worker_with_zero_learning_rate_keeps_its_weights(data):
     assert moved
 
 
-def test_epoch_metrics_have_one_value_per_worker(data):
-    shard = _shard(3)
+def test_epoch_metrics_have_one_value_per_worker(data, device):
+    data = [session_on(d, device) for d in data]
+    shard = _shard(3, device=device)
     train = shard.train_epoch(data, 0)
     valid = shard.evaluate(data, 0)
     parts = {"loss", "recon", "kl/ic", "kl/co", "l2"}
@@ -135,8 +138,8 @@ def test_init_readout_biases_start_at_log_channel_means(data):
 # ---------------------------------------------------------------- worker copies
 
 
-def test_copy_workers_makes_exact_copies_and_leaves_others_alone(data):
-    shard = _trained(data, k=3, seed=1, epochs=2)
+def test_copy_workers_makes_exact_copies_and_leaves_others_alone(data, device):
+    shard = _trained([session_on(d, device) for d in data], k=3, seed=1, epochs=2, device=device)
     before = {n: t.detach().clone() for n, t in _per_worker_tensors(shard).items()}
     steps_before = shard.optimizer.steps.clone()
     shard.optimizer.steps[0] += 5  # distinct step counts
@@ -151,9 +154,9 @@ def test_copy_workers_makes_exact_copies_and_leaves_others_alone(data):
     assert shard.optimizer.lr is shard.hps["lr_init"]
 
 
-def test_worker_state_moves_a_worker_to_another_shard(data):
-    source = _trained(data, k=2, seed=2, epochs=2)
-    target = _trained(data, k=3, seed=3, epochs=1)
+def test_worker_state_moves_a_worker_to_another_shard(data, device):
+    source = _trained(data, k=2, seed=2, epochs=2)  # a CPU shard's worker goes to `device`
+    target = _trained([session_on(d, device) for d in data], k=3, seed=3, epochs=1, device=device)
     before = {n: t.detach().clone() for n, t in _per_worker_tensors(target).items()}
     buffer = io.BytesIO()
     torch.save(source.worker_state(1), buffer)
@@ -161,12 +164,12 @@ def test_worker_state_moves_a_worker_to_another_shard(data):
     target.load_worker_state(2, torch.load(buffer, weights_only=True))
     src_tensors = _per_worker_tensors(source)
     for name, t in _per_worker_tensors(target).items():
-        assert torch.equal(_rows(t, 2, 3), _rows(src_tensors[name], 1, 2)), name
+        assert torch.equal(_rows(t, 2, 3).cpu(), _rows(src_tensors[name], 1, 2)), name
         for k in (0, 1):
             assert torch.equal(_rows(t, k, 3), _rows(before[name], k, 3)), name
-    assert target.optimizer.steps[2] == source.optimizer.steps[1]
+    assert target.optimizer.steps[2].cpu() == source.optimizer.steps[1]
     for name in HP_NAMES:
-        assert target.hps[name][2] == source.hps[name][1], name
+        assert target.hps[name][2].cpu() == source.hps[name][1], name
 
 
 # ---------------------------------------------------------------- persistence and determinism
@@ -179,10 +182,12 @@ def _round_trip(state: dict) -> dict:
     return torch.load(buffer, weights_only=True)
 
 
-def test_state_dict_round_trip_continues_identically(data):
-    original = _trained(data, k=2, seed=4, epochs=2)
+def test_state_dict_round_trip_continues_identically(data, device):
+    data = [session_on(d, device) for d in data]
+    original = _trained(data, k=2, seed=4, epochs=2, device=device)
     state = _round_trip(original.state_dict())  # also checks weights_only loading
-    restored = Shard(tiny_structure(), tiny_settings(), default_hps(2, lr_init=0.5), seed=99)
+    hps = default_hps(2, lr_init=0.5)
+    restored = Shard(tiny_structure(), tiny_settings(), hps, device=device, seed=99)
     restored.load_state_dict(state)
     assert restored.optimizer.lr is restored.hps["lr_init"]
     for name in HP_NAMES:
@@ -206,13 +211,14 @@ def test_resumed_shard_repeats_the_uninterrupted_run(data):
     _assert_metrics_equal(restored.train_epoch(data, 2), expected)
 
 
-def test_same_seed_gives_identical_losses(data):
+def test_same_seed_gives_identical_losses(data, device):
+    data = [session_on(d, device) for d in data]
     runs = []
     for _ in range(2):
-        shard = _trained(data, k=2, seed=6, epochs=2)
+        shard = _trained(data, k=2, seed=6, epochs=2, device=device)
         runs.append({**shard.train_epoch(data, 2), **shard.evaluate(data, 2)})
     _assert_metrics_equal(runs[0], runs[1])
-    other = _trained(data, k=2, seed=7, epochs=2).train_epoch(data, 2)
+    other = _trained(data, k=2, seed=7, epochs=2, device=device).train_epoch(data, 2)
     assert not np.array_equal(other["train/loss"], runs[0]["train/loss"])
 
 
@@ -237,12 +243,13 @@ def test_training_does_not_depend_on_the_global_rng(data):
 # ---------------------------------------------------------------- learning
 
 
-def test_tiny_model_learns_a_rotating_latent():
+def test_tiny_model_learns_a_rotating_latent(device):
     session, _ = rotating_poisson_session(n_train=48, n_valid=32, T=12, N=8, seed=0)
+    session = session_on(session, device)
     s = tiny_structure(
         encod_data_dims=(8,), recon_data_dims=(8,), encod_seq_len=12, recon_seq_len=12, gen_dim=16
     )
-    shard = Shard(s, tiny_settings(), default_hps(1, lr_init=0.02), seed=0)
+    shard = Shard(s, tiny_settings(), default_hps(1, lr_init=0.02), device=device, seed=0)
     shard.init_readout_biases([session])
     history = [shard.train_epoch([session], epoch) for epoch in range(30)]
     valid = shard.evaluate([session], 29)
