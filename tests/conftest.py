@@ -25,8 +25,18 @@ def pytest_addoption(parser):
     )
 
 
+def _parametrized_by_hand(metafunc, name: str) -> bool:
+    """True if a `parametrize` mark of the test already gives `name` (a plain argument)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else names
+        if name in names:
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc):
-    if "device" in metafunc.fixturenames:
+    if "device" in metafunc.fixturenames and not _parametrized_by_hand(metafunc, "device"):
         devices = metafunc.config.getoption("--device") or ["cpu"]
         marks = []
         for d in devices:
