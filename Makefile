@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-reference lint venv clean
+.PHONY: demo test test-reference lint venv clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-reference: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+
+# What bench/gpu_check.py needs on a GPU machine without a package index (README, "GPU"):
+# OmegaConf's wheel (its antlr4 runtime is vendored from 2.4 on; PyYAML is there) in .whl/.
+gpu-wheels:
+	$(shell test -x $(PY) && echo $(PY) || echo $(PYTHON)) -m pip download -q --no-deps \
+		--only-binary=:all: -d .whl "omegaconf==2.4.0"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

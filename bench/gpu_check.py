@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from population import random_session  # noqa: E402
 
-from autolfads.accel import accelerate  # noqa: E402
+from autolfads.accel import accel_setting, accelerate  # noqa: E402
 from autolfads.config import load_config  # noqa: E402
 from autolfads.data.tensors import SessionTensors, to_tensors  # noqa: E402
 from autolfads.model.lfads import LFADSNetwork  # noqa: E402
@@ -517,6 +517,7 @@ def machine(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
+        "accel": accel_setting(),  # the CPU's operations (CUDA always runs the reference)
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)

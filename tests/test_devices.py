@@ -125,4 +125,4 @@ def test_posterior_average_matches_the_cpu(device):
     for split, fields in ref.items():
         for name, value in fields.items():
             assert got[split][name].shape == value.shape, (split, name)
-            np.testing.assert_allclose(got[split][name], value, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[split][name], value, rtol=1e-4, atol=1e-5)

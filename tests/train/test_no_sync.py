@@ -6,18 +6,26 @@ from host data inside the step (`torch.tensor(x)`, a host-to-device copy) makes 
 every kernel queued so far. `Shard.train_epoch` makes its host decisions before the batch loop and
 gathers the metrics once after it. These tests watch every PyTorch operation and those tensor
 methods while an epoch trains on the CPU (the same code as on CUDA, on the reference operations),
-and fail on any such call between the first batch read and the last optimiser step.
+and fail on any such call between the first batch read and the last optimiser step. On CUDA
+(`--device cuda`) a further test asks CUDA itself (`torch.cuda.set_sync_debug_mode`).
 """
 
 from __future__ import annotations
 
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import torch
-from helpers import default_hps, rotating_poisson_session, tiny_settings, tiny_structure
+from helpers import (
+    default_hps,
+    rotating_poisson_session,
+    session_on,
+    tiny_settings,
+    tiny_structure,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import autolfads.train.shard as shard_module
@@ -162,3 +170,40 @@ def test_the_guard_catches_a_host_read_inside_a_step(monkeypatch):
     found = _syncs_inside_steps(rec.log)
     assert any("augment.py" in f and "_local_scalar_dense" in f for f in found), found
     assert any("Tensor.__float__" in f for f in found), found
+
+
+def test_a_cuda_training_epoch_never_synchronises(monkeypatch, device):
+    """CUDA's own account: every synchronising call warns (sync debug mode); none may fall between
+    the first batch read and the last optimiser step."""
+    if not device.startswith("cuda"):
+        pytest.skip("CUDA's synchronisation warnings need a CUDA device")
+    shard, data = _shard_and_data(temporal_shift=True)
+    shard = Shard(shard.structure, shard.settings, shard.hp_table(), device, seed=0, accel="none")
+    data = [session_on(d, device) for d in data]
+    shard.init_readout_biases(data)
+    batch, step = SessionTensors.batch, PopulationAdam.step
+
+    def marked_batch(self, *args, **kwargs):
+        warnings.warn("MARK batch", stacklevel=1)
+        return batch(self, *args, **kwargs)
+
+    def marked_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        warnings.warn("MARK step", stacklevel=1)
+        return out
+
+    monkeypatch.setattr(SessionTensors, "batch", marked_batch)
+    monkeypatch.setattr(PopulationAdam, "step", marked_step)
+    shard.train_epoch(data, 0)  # warm-up: first-use allocations and library start-up
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            shard.train_epoch(data, 1)
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    log = [("mark", str(w.message)[5:], "") if str(w.message).startswith("MARK ") else
+           ("sync", str(w.message).splitlines()[0], f"{w.filename}:{w.lineno}") for w in caught]  # fmt: skip
+    assert sum(1 for kind, name, _ in log if name == "step") == 3
+    assert _syncs_inside_steps(log) == []
