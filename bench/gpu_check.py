@@ -281,48 +281,54 @@ def part_tests(plan: Plan, budget: Budget, out: Path) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------- part 2: training throughput
 def part_train(plan: Plan, budget: Budget, out: Path) -> list[dict[str, Any]]:
+    """Every K batched first (the layout this package runs), then every K in turn, then two
+    processes: what runs short of time is the comparison, not the headline."""
     size, dev, batch = plan.size, plan.device, plan.size["batch"]
     rows: list[dict[str, Any]] = []
-    one_step: float | None = None  # s per step of one one-worker model
-    batched_step: tuple[int, float] | None = None  # (K, s per step) of the last batched shard
+    last: dict[str, tuple[int, float]] = {}  # layout -> (K, s per step) of its last measurement
+    first: float | None = None  # s per step of the smallest batched shard (K = 1)
     two_jobs: list[tuple[int, int, float]] = []
-    for k in plan.ks:
-        for layout in ("batched", "sequential"):
-            if layout == "sequential" and k == 1:
-                continue  # the same as batched
-            n_models = 1 if layout == "batched" else k
-            if layout == "batched" and batched_step is not None:  # at worst linear in K
-                estimate: float | None = batched_step[1] * k / batched_step[0]
-            else:
-                estimate = n_models * one_step if one_step is not None else None
-            steps = fit_steps(plan.steps, estimate, budget.left("train") - SPAWN_S)
-            if steps == 0:
-                rows.append(train_row(k, layout, 0, batch, None, status="skipped: time"))
-                continue
-            try:
-                with budget.alarm("train"):
-                    wall, peak = time_training(size, n_models, 1 if n_models > 1 else k, steps, dev)
-            except TimeUp:
-                rows.append(train_row(k, layout, steps, batch, None, status="stopped: time"))
-                reset_peak(dev)
-                continue
-            except torch.cuda.OutOfMemoryError:
-                rows.append(train_row(k, layout, steps, batch, None, status="out of memory"))
-                reset_peak(dev)
-                continue
-            rows.append(train_row(k, layout, steps, batch, wall, status="ok", peak_mib=peak))
-            if layout == "batched":
-                batched_step = (k, wall / steps)
-                one_step = one_step or wall / steps
-            else:
-                two_jobs.append((k, steps, wall / steps / k))
+    configs = [(k, "batched") for k in plan.ks] + [(k, "sequential") for k in plan.ks if k > 1]
+    for k, layout in configs:
+        n_models = 1 if layout == "batched" else k
+        if layout in last:  # at worst linear in K
+            estimate: float | None = last[layout][1] * k / last[layout][0]
+        elif first is not None:  # K models in turn: K steps of the smallest batched shard
+            estimate = n_models * first
+        else:
+            estimate = None
+        steps = fit_steps(plan.steps, estimate, budget.left("train") - SPAWN_S)
+        if steps == 0:
+            rows.append(train_row(k, layout, 0, batch, None, status="skipped: time"))
+            continue
+        try:
+            with budget.alarm("train"):
+                wall, peak = time_training(size, n_models, 1 if n_models > 1 else k, steps, dev)
+        except TimeUp:
+            rows.append(train_row(k, layout, steps, batch, None, status="stopped: time"))
+            reset_peak(dev)
+            continue
+        except torch.cuda.OutOfMemoryError:
+            rows.append(train_row(k, layout, steps, batch, None, status="out of memory"))
+            reset_peak(dev)
+            continue
+        rows.append(train_row(k, layout, steps, batch, wall, status="ok", peak_mib=peak))
+        last[layout] = (k, wall / steps)
+        first = first or wall / steps
+        if layout == "sequential":
+            two_jobs.append((k, steps, wall / steps / k))
+    planned = {k for k, _, _ in two_jobs}
+    rows += [
+        train_row(k, "two-procs", 0, batch, None, status="skipped: no sequential time to plan by")
+        for k in plan.ks
+        if k > 1 and k not in planned
+    ]
     rows.extend(two_process_rows(plan, budget, two_jobs))
     for row in rows:  # speed-up over the K shards trained in turn
-        seq = next((r for r in rows if r["K"] == row["K"] and r["layout"] == "sequential"), None)
-        if row["K"] == 1:
-            seq = next(r for r in rows if r["K"] == 1 and r["layout"] == "batched")
-        if seq and seq.get("samples_per_s") and row.get("samples_per_s"):
-            row["vs_sequential"] = row["samples_per_s"] / seq["samples_per_s"]
+        base = "batched" if row["K"] == 1 else "sequential"
+        ref = next((r for r in rows if r["K"] == row["K"] and r["layout"] == base), None)
+        if ref and ref.get("samples_per_s") and row.get("samples_per_s"):
+            row["vs_sequential"] = row["samples_per_s"] / ref["samples_per_s"]
     return sorted(rows, key=lambda r: (r["K"], LAYOUTS.index(r["layout"])))
 
 
@@ -346,12 +352,12 @@ def two_process_rows(
     chosen, skipped = [], []
     for k, steps, model_step in jobs:
         # pessimistic: the two processes together no faster than the models trained in turn
-        need = 1.5 * (steps + 1) * k * model_step
-        if need <= left:
-            chosen.append((k, steps))
-            left -= need
+        fit = fit_steps(steps, k * model_step, left)
+        if fit:
+            chosen.append((k, fit))
+            left -= 1.5 * (fit + 1) * k * model_step
         else:
-            skipped.append((k, steps))
+            skipped.append((k, 0))
     rows = [train_row(k, "two-procs", s, batch, None, status="skipped: time") for k, s in skipped]
     if not chosen:
         return rows
