@@ -441,7 +441,7 @@ def two_child(
 def part_posterior(plan: Plan, budget: Budget, out: Path) -> list[dict[str, Any]]:
     dev, n, s = plan.device, plan.posterior_trials, plan.posterior_samples
     torch.manual_seed(0)
-    net = accelerate(LFADSNetwork(structure_of(plan.size), 1)).to(dev)  # as a checkpoint loads
+    net = accelerate(LFADSNetwork(structure_of(plan.size), 1).to(dev))  # as a checkpoint loads
     counts = torch.as_tensor(random_session(n, plan.size["T"], plan.size["N"], 3).encod["train"])
     data = SessionTensors({"train": counts.to(dev)}, {"train": counts.to(dev)})
     warm = SessionTensors({"train": counts[:4].to(dev)}, {"train": counts[:4].to(dev)})

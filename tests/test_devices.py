@@ -12,6 +12,7 @@ runs them on a GPU (bench/gpu_check.py).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from helpers import (
     default_hps,
@@ -23,8 +24,10 @@ from helpers import (
     tiny_structure,
 )
 
+import autolfads.accel
 from autolfads.model.lfads import LFADSNetwork
 from autolfads.model.ops import Ops
+from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.posterior import session_posterior
 from autolfads.train.augment import prepare_batch
 from autolfads.train.objective import lfads_loss
@@ -126,3 +129,19 @@ def test_posterior_average_matches_the_cpu(device):
         for name, value in fields.items():
             assert got[split][name].shape == value.shape, (split, name)
             np.testing.assert_allclose(got[split][name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_a_network_for_another_device_never_builds_the_cpu_kernels(monkeypatch, tmp_path, device):
+    """The C++ operations are for the CPU: a shard or a checkpoint loaded for a GPU never asks for
+    them (on a fresh GPU machine that would be a compile of the extension, for nothing)."""
+    if device == "cpu":
+        pytest.skip("the CPU may use them")
+    asked = []
+    monkeypatch.setattr(autolfads.accel, "cpp_ops", lambda: asked.append(1))
+    shard = Shard(tiny_structure(), tiny_settings(), default_hps(K), device, accel="auto")
+    assert shard.net.ops.name == "none"
+    hps = {k: v[0] for k, v in default_hps(1).items()}
+    path = LFADS(LFADSNetwork(tiny_structure(), 1), hps, {}, ["s"]).save(tmp_path / "m.ckpt")
+    loaded = LFADS.load_from_checkpoint(path, device=device, accel="auto")
+    assert next(loaded.network.parameters()).device.type == torch.device(device).type
+    assert asked == []

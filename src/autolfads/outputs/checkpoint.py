@@ -95,7 +95,7 @@ class LFADS:
         structure = LFADSStructure.from_dict(payload["structure"])
         network = LFADSNetwork(structure, n_workers=1)
         network.load_state_dict(payload["state_dict"])
-        accelerate(network, accel).to(device)
+        accelerate(network.to(device), accel)  # on its device first: no CPU kernels for a GPU
         return cls(
             network,
             payload["hps"],

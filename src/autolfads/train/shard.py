@@ -154,7 +154,8 @@ class Shard:
         # reproducible wherever they run (same process, another process, resumed).
         self.generator = torch.Generator().manual_seed(seed)  # batch order (CPU)
         self.noise = torch.Generator(device=self.device).manual_seed(seed + 1)  # masks, samples
-        self.net = accelerate(LFADSNetwork(structure, self.n_workers), accel).to(self.device)
+        # on its device before the operations are chosen: a GPU network never builds the CPU kernels
+        self.net = accelerate(LFADSNetwork(structure, self.n_workers).to(self.device), accel)
         if frozen:  # before the optimiser: it takes the parameters that need gradients
             self._freeze(frozen)
         shift = (settings.temporal_shift_std, settings.temporal_shift_max)
