@@ -157,9 +157,9 @@ def check_layout(path: Source, arrays: Mapping[str, ArrayLike]) -> DataDims:
     _check_nonempty(path, enc, "encod_data")
     _check_nonempty(path, rec, "recon_data")
     _check_splits_agree(path, enc, "encod_data", axes=(1, 2))
-    _check_splits_agree(path, rec, "recon_data", axes=(1, 2))
-    for split in TARGET_SPLITS:
+    for split in TARGET_SPLITS:  # a target short of its own data first: the clearer message
         _check_recon_vs_encod(path, split, enc[split], rec[split])
+    _check_splits_agree(path, rec, "recon_data", axes=(1, 2))
     t_rec, n_rec = rec["train"][1], rec["train"][2]
     ext_dim = _check_ext_input(path, arrays, splits, enc, t_rec)
     _check_truth(path, arrays, splits, enc, t_rec, n_rec)
