@@ -6,10 +6,9 @@ Run it cell by cell (`# %%`: Jupyter, VS Code, Spyder) or whole, from the reposi
 
     .venv/bin/python examples/from_arrays.py
 
-Time on a 2-core CPU (2026-12-03): the fit took 27 s on the idle machine (the rest of the script
-adds a few seconds); R^2 0.74 against the true rates (longer fits on more trials reach about 0.82,
-bench/RESULTS.md). A machine busy with other work makes it several times slower: the whole script
-took 355 s beside a running benchmark.
+Time on a 2-core CPU (2026-12-03, idle machine): 33 s for the whole script, 28 s of it the fit;
+R^2 0.74 against the true rates (longer fits on more trials reach about 0.82, bench/RESULTS.md).
+A machine busy with other work makes it several times slower (355 s beside a running benchmark).
 
 Nothing is written to disk (no `out=`; with `out="folder"` it gets the files of `autolfads train`).
 For AutoLFADS (population-based training of the hyperparameters), pass `pbt=True` and a
