@@ -15,6 +15,7 @@ PACKAGE = Path(autolfads.__file__).parent
 #: (without a cycle) and any lower one, never a higher one.
 LAYERS = {
     "autolfads": 6,  # the package's public names
+    "api": 5,  # autolfads.fit/load: the commands' functions on arrays
     "demo": 5,
     "workflow": 5,
     "cli": 6,

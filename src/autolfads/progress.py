@@ -1,10 +1,13 @@
-"""Progress display on the terminal (rich), silent when asked or when output is not a terminal."""
+"""Progress display: a status line rewritten in place on a terminal (rich) or in a Jupyter
+notebook (one output line updated in place), one plain line per update elsewhere, nothing when
+quiet."""
 
 from __future__ import annotations
 
 import sys
 import time
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 
@@ -14,9 +17,14 @@ __all__ = ["ProgressLine"]
 class ProgressLine:
     """One status line rewritten in place: what is done, key numbers, and an ETA.
 
+    On a terminal it is rich's status line; in a Jupyter notebook, one output line of the cell
+    updated in place (IPython's display handle), so that a fit does not print a line per epoch;
+    elsewhere (a log file, a pipe) one plain line per update on stderr.
+
     Args:
         total: number of units (epochs) expected at most.
         quiet: print nothing.
+        label: the unit's name (`epoch`, `generation`).
     """
 
     def __init__(self, total: int, quiet: bool = False, label: str = "epoch") -> None:
@@ -24,12 +32,18 @@ class ProgressLine:
         self.console = Console(stderr=True, highlight=False)
         self.start = time.monotonic()
         self.live = self.console.is_terminal
+        self.notebook = self.console.is_jupyter and not self.live
         self._status = None
+        self._cell: Any = None  # IPython's display handle of the notebook line
 
     def __enter__(self) -> ProgressLine:
-        if not self.quiet and self.live:
+        if self.quiet:
+            return self
+        if self.live:
             self._status = self.console.status("starting", spinner="dots")
             self._status.__enter__()
+        elif self.notebook:
+            self._cell = _NotebookLine(f"{self.label} 0/{self.total}  starting")
         return self
 
     def __exit__(
@@ -47,6 +61,8 @@ class ProgressLine:
         line = f"{self.label} {done}/{self.total}  {text}  elapsed {elapsed:.0f}s  eta<= {eta:.0f}s"
         if self._status is not None:
             self._status.update(line)
+        elif self._cell is not None:
+            self._cell.update(line)
         else:
             print(line, file=sys.stderr, flush=True)
 
@@ -54,3 +70,16 @@ class ProgressLine:
         """A permanent line (not overwritten)."""
         if not self.quiet:
             self.console.print(text)
+
+
+class _NotebookLine:
+    """One line of plain text in a notebook cell's output, replaced by each `update`."""
+
+    def __init__(self, text: str) -> None:
+        from IPython.display import Pretty, display  # present wherever a notebook runs
+
+        self._pretty = Pretty
+        self._handle = display(Pretty(text), display_id=True)
+
+    def update(self, text: str) -> None:
+        self._handle.update(self._pretty(text))

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from autolfads.data import DataDims, SessionData, read_session, read_sessions
+from autolfads.data import (
+    ArraySource,
+    DataDims,
+    SessionData,
+    read_arrays,
+    read_session,
+    read_sessions,
+)
 from autolfads.data.tensors import to_tensors
 from autolfads.errors import DataError
 
@@ -168,3 +175,36 @@ def test_empty_list_is_an_error():
 def test_repr_is_short(make_session):
     text = repr(read_session(make_session()))
     assert "train=8" in text and "valid=4" in text and "\n" not in text
+
+
+def test_arrays_in_python_read_as_the_file_they_stand_for(tmp_path):
+    rng = np.random.default_rng(2)
+    arrays = make_session_arrays(n_train=6, n_valid=3, T=8, N=4)
+    arrays["train_recon_data"] = rng.poisson(1.0, size=(6, 9, 5))  # held-out, forward steps
+    arrays["valid_recon_data"] = rng.poisson(1.0, size=(3, 9, 5))
+    arrays["valid_truth"] = rng.uniform(size=(3, 9, 5))
+    arrays["conversion_factor"] = np.array(4.0)
+    arrays["valid_condition"] = np.arange(3)
+    from_file = read_session(write_h5(tmp_path / "s.h5", arrays))
+    source = ArraySource("sess0", "train/valid", arrays, {})
+    (from_arrays,) = read_arrays([source])
+    assert from_arrays.path is source and from_arrays.name == "sess0"
+    assert from_arrays.dims == from_file.dims
+    for group in ("encod", "recon", "ext_input", "truth", "inds", "extra"):
+        ours, theirs = getattr(from_arrays, group), getattr(from_file, group)
+        assert ours.keys() == theirs.keys(), group
+        for key in ours:
+            np.testing.assert_array_equal(ours[key], theirs[key], f"{group} {key}")
+    assert arrays["valid_truth"].max() <= 1  # the caller's truth is not scaled in place
+
+
+def test_arrays_in_python_are_refused_naming_the_argument():
+    arrays = make_session_arrays(T=8, N=4)
+    arrays["valid_encod_data"] = arrays["valid_encod_data"][:, :6]
+    labels = {"valid_encod_data": "valid['encod_data']"}
+    with pytest.raises(DataError) as err:
+        read_arrays([ArraySource("sess0", "train/valid", arrays, labels)])
+    assert str(err.value) == (
+        "valid['encod_data']: has 6 time steps, shape (4, 6, 4); expected 8 time steps as in "
+        "train/valid 'train_encod_data' (8, 8, 4)"
+    )

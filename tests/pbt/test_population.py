@@ -1,14 +1,19 @@
-"""Tests of the population plumbing: shard planning and exploit copies across an inline backend."""
+"""Tests of the population plumbing: shard planning, exploit copies across an inline backend, and
+a run without an output folder (`autolfads.fit`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from helpers import TINY_DATA, default_hps, tiny_settings, tiny_structure
+from helpers import TINY_DATA, TINY_MODEL, default_hps, tiny_settings, tiny_structure
 
+import autolfads.pbt.population as population_module
+from autolfads.commands.workflow import prepare_sessions
+from autolfads.config import load_config
 from autolfads.data import read_sessions
 from autolfads.data.synthetic import simulate_to_file
 from autolfads.pbt.backends import InlineBackend
@@ -18,8 +23,9 @@ from autolfads.pbt.population import (
     activation_bytes_per_worker,
     default_workers_per_shard,
     plan_shards,
+    run_pbt,
 )
-from autolfads.pbt.runner import ShardSpec
+from autolfads.pbt.runner import ShardLost, ShardRunner, ShardSpec
 
 N_WORKERS = 4
 
@@ -192,3 +198,55 @@ def test_hp_table_and_set_hps_follow_global_worker_order(trained):
     for w in range(N_WORKERS):
         hps = population.worker_state(w)["hps"]
         assert hps["kl_ic_scale"] == pytest.approx(table["kl_ic_scale"][w], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- without a folder
+
+
+class LosesAShardOnce(InlineBackend):
+    """An inline backend whose shard 1 is lost once, in the second generation's training."""
+
+    def __init__(self, specs, sessions) -> None:
+        super().__init__(specs, sessions)
+        self.specs, self.sessions, self.trainings = specs, sessions, 0
+
+    def call_all(self, method, args):
+        if method == "train_epochs":
+            self.trainings += 1
+            if self.trainings == 2:
+                raise ShardLost(1, "shard 1 (workers 1-1) died")
+        return super().call_all(method, args)
+
+    def restart(self, shard: int) -> None:
+        self.runners[shard] = ShardRunner(self.specs[shard], self.sessions)
+
+
+def test_without_a_folder_nothing_is_written_and_a_lost_shard_is_redone_from_memory(
+    sessions, tmp_path, monkeypatch
+):
+    cfg = load_config(
+        None,
+        [
+            *TINY_MODEL,
+            "trainer.max_epochs=3",
+            "pbt.backend=inline",
+            "pbt.num_workers=2",
+            "pbt.workers_per_shard=1",
+            "pbt.burn_in_period=1",
+            "pbt.perturbation_interval=1",
+        ],
+    )
+    prepare_sessions(sessions, cfg, quiet=True)
+    monkeypatch.chdir(tmp_path)
+    plain = run_pbt(cfg, sessions, None, quiet=True)
+    made: list[LosesAShardOnce] = []
+
+    def flaky(name, specs, sessions, **kwargs):
+        made.append(LosesAShardOnce(specs, sessions))
+        return made[-1]
+
+    monkeypatch.setattr(population_module, "make_backend", flaky)
+    lost = run_pbt(cfg, sessions, None, quiet=True)
+    assert made[0].trainings == 4  # three generations, the second one twice
+    pd.testing.assert_frame_equal(lost.fitlog, plain.fitlog)
+    assert list(tmp_path.iterdir()) == []

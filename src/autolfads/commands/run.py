@@ -9,11 +9,11 @@ from autolfads.analysis.report import report_at_end
 from autolfads.commands.workflow import (
     config_from_args,
     load_sessions,
+    pbt_summary,
     prepare_out_dir,
     write_final_outputs,
 )
 from autolfads.config import split_overrides
-from autolfads.pbt.policy import HIGHER_IS_BETTER
 from autolfads.pbt.population import STATE_FILE, run_pbt
 
 __all__ = ["run_command"]
@@ -38,12 +38,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     written = write_final_outputs(out, result.model, sessions, cfg, out / "fitlog.csv")
     if not args.quiet:
-        b, metric = result.best, str(cfg.pbt.metric)
-        value = -b.score if metric in HIGHER_IS_BETTER else b.score
-        print(
-            f"AutoLFADS: {result.generations} generations, {result.epochs} epochs ({result.stop_reason}); "
-            f"best worker {b.worker} of generation {b.generation}, {metric} {value:.4f}"
-        )
+        print(pbt_summary(result, str(cfg.pbt.metric)))
         print(f"outputs in {out}: " + ", ".join(p.name for p in written))
     report_at_end(out, quiet=args.quiet)
     return 0

@@ -14,6 +14,7 @@ from autolfads.commands.workflow import (
     config_from_args,
     load_sessions,
     prepare_out_dir,
+    train_summary,
     write_final_outputs,
 )
 from autolfads.config import split_overrides
@@ -51,10 +52,7 @@ def train_command(args: argparse.Namespace) -> int:
                 f"fitted {sessions[0].name} onto {transfer.path}: its read-in, read-out and "
                 "observation model trained, every other weight the checkpoint's"
             )
-        print(
-            f"trained {result.epochs_run} epochs ({result.stop_reason}); best valid/recon_smth "
-            f"{result.best_score:.4f} at epoch {result.best_epoch}"
-        )
+        print(train_summary(result))
         print(f"outputs in {out}: " + ", ".join(p.name for p in written))
     report_at_end(out, quiet=args.quiet)
     return 0

@@ -1,5 +1,6 @@
-"""Plumbing shared by `autolfads train` and `autolfads run`: config from the command line, the output
-folder, validated data, and the final outputs (docs/data-format.md, Outputs)."""
+"""Plumbing shared by `autolfads train`, `autolfads run` and `autolfads.fit` (api.py): the config,
+the output folder, validated data, the final outputs (docs/data-format.md, Outputs) and the
+summary lines."""
 
 from __future__ import annotations
 
@@ -26,14 +27,21 @@ from autolfads.outputs.checkpoint import LFADS
 from autolfads.outputs.files import output_path
 from autolfads.outputs.posterior import as_output_datasets
 from autolfads.parts import resolve_part
+from autolfads.pbt.policy import HIGHER_IS_BETTER
+from autolfads.pbt.population import PBTResult
 from autolfads.train.augment import AUGMENTATIONS, Augmentation
+from autolfads.train.fit import FitResult
 
 __all__ = [
     "config_from_args",
+    "resolve_config",
     "check_parts",
     "prepare_out_dir",
     "load_sessions",
+    "prepare_sessions",
     "write_final_outputs",
+    "train_summary",
+    "pbt_summary",
     "ZIP_NAME",
 ]
 
@@ -56,7 +64,19 @@ def config_from_args(
         extra.append(f"seed={args.seed}")
     if getattr(args, "samples", None) is not None:
         extra.append(f"trainer.samples={args.samples}")
-    cfg = load_config(getattr(args, "config", None), extra, base=base, base_source=base_source)
+    return resolve_config(getattr(args, "config", None), extra, base, base_source)
+
+
+def resolve_config(
+    config: str | Path | Mapping[str, Any] | None,
+    overrides: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
+    base_source: str = "base",
+) -> DictConfig:
+    """Resolved and checked config (`autolfads.config.load_config`: defaults <- `base` <- `config`
+    (a YAML file, packaged name or config tree) <- overrides); the device exists and every
+    swappable part names a class (`check_parts`)."""
+    cfg = load_config(config, overrides, base=base, base_source=base_source)
     check_device(str(cfg.device))
     check_parts(cfg)
     return cfg
@@ -97,15 +117,10 @@ def load_sessions(
     quiet: bool = False,
     read: Callable[[Sequence[str], DictConfig], list[SessionData]] | None = None,
 ) -> list[SessionData]:
-    """Read and validate the data files; fill or check the data dimensions in `cfg.model`.
+    """Read and validate the data files, then `prepare_sessions`.
 
     `read(paths, cfg)` replaces the plain reading (`read_sessions` with the config's observation
     model), e.g. to check the files against a checkpoint first (`Transfer.read_sessions`).
-
-    The model the config describes is checked against the data too (e.g. `model.ci_lag` shorter
-    than the trials), so that nothing is written before a refusal. A `datamodule.batch_size`
-    larger than every session's train split becomes the largest split (one batch of all its
-    trials), with a note on stderr per smaller session unless `quiet`.
     """
     if not paths:
         raise UsageError("no data file given")
@@ -117,11 +132,22 @@ def load_sessions(
             reconstruction=str(cfg.model.reconstruction),
             allow_noninteger=bool(cfg.model.allow_noninteger),
         )
+    prepare_sessions(sessions, cfg, quiet=quiet)
+    return sessions
+
+
+def prepare_sessions(sessions: Sequence[SessionData], cfg: DictConfig, *, quiet: bool) -> None:
+    """Fill or check the data dimensions in `cfg.model` from validated sessions.
+
+    The model the config describes is checked against the data too (e.g. `model.ci_lag` shorter
+    than the trials), so that nothing is written before a refusal. A `datamodule.batch_size`
+    larger than every session's train split becomes the largest split (one batch of all its
+    trials), with a note on stderr per smaller session unless `quiet`.
+    """
     for sess in sessions:
         check_data_dims(cfg, sess.dims.as_dict(), source=str(sess.path), fill=len(sessions) == 1)
     LFADSStructure.from_config(cfg.model, [sess.dims.as_dict() for sess in sessions])
     _fit_batch_size(cfg, sessions, quiet=quiet)
-    return sessions
 
 
 def _fit_batch_size(cfg: DictConfig, sessions: Sequence[SessionData], *, quiet: bool) -> None:
@@ -187,3 +213,21 @@ def write_zip(out: Path, files: Sequence[Path]) -> Path:
             for f in files:
                 zf.write(f, arcname=Path(f).name)
     return path
+
+
+def train_summary(result: FitResult) -> str:
+    """One line on how a single model's training went."""
+    return (
+        f"trained {result.epochs_run} epochs ({result.stop_reason}); best valid/recon_smth "
+        f"{result.best_score:.4f} at epoch {result.best_epoch}"
+    )
+
+
+def pbt_summary(result: PBTResult, metric: str) -> str:
+    """One line on how a population run went and which worker won (`metric`: `pbt.metric`)."""
+    b = result.best
+    value = -b.score if metric in HIGHER_IS_BETTER else b.score
+    return (
+        f"AutoLFADS: {result.generations} generations, {result.epochs} epochs ({result.stop_reason}); "
+        f"best worker {b.worker} of generation {b.generation}, {metric} {value:.4f}"
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "check_data_dims",
     "check_config",
     "check_device",
+    "nested_keys",
     "split_overrides",
 ]
 
@@ -61,7 +62,7 @@ def packaged_config_names() -> list[str]:
 
 
 def load_config(
-    config: str | Path | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
     base: Mapping[str, Any] | None = None,
     base_source: str = "base",
@@ -69,7 +70,9 @@ def load_config(
     """Resolved configuration: defaults <- `base` <- `config` (path or packaged name) <- `overrides`.
 
     Args:
-        config: a YAML file, a packaged config name, or None for the defaults alone.
+        config: a YAML file, a packaged config name, a config tree (a mapping, from Python;
+            nested or dotted keys: `{"model": {"gen_dim": 64}}`, `{"model.gen_dim": 64}`), or
+            None for the defaults alone.
         overrides: `key.sub=value` strings, applied last.
         base: a config tree merged over the defaults first (e.g. a checkpoint's config).
         base_source: where `base` came from, for the message of a refusal.
@@ -109,7 +112,12 @@ def load_config(
     return cfg
 
 
-def _read_user_config(config: str | Path) -> DictConfig:
+def _read_user_config(config: str | Path | Mapping[str, Any]) -> DictConfig:
+    if isinstance(config, Mapping):
+        try:
+            return OmegaConf.create(nested_keys(config))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"config: {_one_line(err)}") from None
     path = Path(config)
     if not path.exists():
         if str(config) in packaged_config_names():
@@ -125,6 +133,36 @@ def _read_user_config(config: str | Path) -> DictConfig:
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
     return loaded
+
+
+def nested_keys(tree: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """A config tree whose dotted keys are spelled out: `{"model.gen_dim": 8}` becomes
+    `{"model": {"gen_dim": 8}}`, at any depth, merged with nested keys of the same groups.
+
+    Raises:
+        ConfigError: a key is both a value and a group (`{"model": 1, "model.gen_dim": 8}`).
+    """
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        parts = str(key).split(".")
+        item = nested_keys(value, f"{where}{key}.") if isinstance(value, Mapping) else value
+        for name in reversed(parts[1:]):
+            item = {name: item}
+        _merge_into(out, {parts[0]: item}, where)
+    return out
+
+
+def _merge_into(node: dict[str, Any], tree: dict[str, Any], where: str) -> None:
+    for key, value in tree.items():
+        old = node.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            _merge_into(old, value, f"{where}{key}.")
+        elif key in node and isinstance(value, dict) != isinstance(old, dict):
+            raise ConfigError(
+                f"config key {where}{key}: given both a value and a group of settings"
+            )
+        else:
+            node[key] = value
 
 
 def _one_line(err: BaseException) -> str:

@@ -1,7 +1,9 @@
 """Reading session files (docs/data-format.md) into memory, after validating them.
 
 One HDF5 file is one recording session. Several files (a list or a glob pattern) are several
-sessions, stitched by the model through per-session read-in/read-out layers.
+sessions, stitched by the model through per-session read-in/read-out layers. Arrays given in
+Python (`autolfads.fit`) are read by `read_arrays` through the same checks, each session's arrays
+under a file's keys in an `ArraySource`.
 
 Shape legend: B trials, T bins, N channels, E external inputs.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,20 +21,20 @@ import h5py
 import numpy as np
 
 from autolfads.data import validate
-from autolfads.data.validate import SPLITS, DataDims, target_splits
+from autolfads.data.validate import SPLITS, ArrayLike, ArraySource, DataDims, target_splits
 from autolfads.errors import DataError
 
-__all__ = ["DataDims", "SessionData", "read_session", "read_sessions"]
+__all__ = ["ArraySource", "DataDims", "SessionData", "read_arrays", "read_session", "read_sessions"]
 
 PathLike = str | os.PathLike
 
 
 @dataclass
 class SessionData:
-    """One recording session (one HDF5 file) held in memory.
+    """One recording session (one HDF5 file, or arrays given in Python) held in memory.
 
     Attributes:
-        path: the file read.
+        path: the file read, or the `ArraySource` of arrays given in Python.
         encod: split -> (B, T_enc, N_enc) float32 model input; 'train', 'valid', maybe 'test'.
         recon: split -> (B, T_rec, N_rec) float32 reconstruction target; 'train', 'valid' and,
             when the file has `test_recon_data`, 'test'. NaN in `encod`/`recon` marks unobserved
@@ -45,7 +47,7 @@ class SessionData:
         extra: every other dataset of the file (behavior, psth, conversion_factor...), as stored.
     """
 
-    path: Path
+    path: Path | ArraySource
     encod: dict[str, np.ndarray]
     recon: dict[str, np.ndarray]
     ext_input: dict[str, np.ndarray] = field(default_factory=dict)
@@ -68,8 +70,8 @@ class SessionData:
 
     @property
     def name(self) -> str:
-        """The file name without its suffix."""
-        return self.path.stem
+        """The file name without its suffix (arrays: the session's name, `sess0`, ...)."""
+        return self.path.name if isinstance(self.path, ArraySource) else self.path.stem
 
     def __repr__(self) -> str:
         trials = ", ".join(f"{s}={self.encod[s].shape[0]}" for s in self.splits)
@@ -182,34 +184,82 @@ def _check_file_layout(path: Path) -> DataDims:
         return validate.check_layout(path, _datasets(file))
 
 
+def read_arrays(
+    sources: Sequence[ArraySource],
+    *,
+    reconstruction: str = "poisson",
+    allow_noninteger: bool = False,
+    require_equal_channels: bool = False,
+) -> list[SessionData]:
+    """Validate arrays given in Python as `read_sessions` validates files, and hold them.
+
+    Args:
+        sources: one `ArraySource` per session: its arrays under a file's keys
+            (`train_encod_data`, ...; docs/data-format.md), and the argument each came from.
+        reconstruction, allow_noninteger, require_equal_channels: as for `read_sessions`.
+
+    Returns:
+        One `SessionData` per source; its arrays are float32 copies.
+
+    Raises:
+        DataError: naming the argument, what was found and what was expected.
+    """
+    dims = [validate.check_layout(src, src.arrays) for src in sources]
+    validate.check_sessions_agree(sources, dims, require_equal_channels=require_equal_channels)
+    return [
+        _build_session(
+            src,
+            src.arrays,
+            lambda array: np.array(array, dtype=np.float32),  # a copy: the truth is scaled in place
+            reconstruction=reconstruction,
+            allow_noninteger=allow_noninteger,
+        )
+        for src in sources
+    ]
+
+
 def _load_session(path: Path, *, reconstruction: str, allow_noninteger: bool) -> SessionData:
     """Load a file whose layout has passed `check_layout`, checking each array's values."""
     with _open(path) as file:
-        datasets = _datasets(file)
-        model_keys = set()
+        return _build_session(
+            path,
+            _datasets(file),
+            _read_float32,
+            reconstruction=reconstruction,
+            allow_noninteger=allow_noninteger,
+        )
 
-        def load(key: str) -> np.ndarray:
-            model_keys.add(key)
-            array = _read_float32(datasets[key])
-            validate.check_values(
-                path,
-                key,
-                array,
-                reconstruction=reconstruction,
-                allow_noninteger=allow_noninteger,
-            )
-            return array
 
-        splits = [s for s in SPLITS if f"{s}_encod_data" in datasets]
-        encod = {s: load(f"{s}_encod_data") for s in splits}
-        recon = {s: load(f"{s}_recon_data") for s in target_splits(datasets)}
-        ext_input = {s: load(f"{s}_ext_input") for s in splits if f"{s}_ext_input" in datasets}
-        truth = {s: load(f"{s}_truth") for s in splits if f"{s}_truth" in datasets}
-        inds = {s: datasets[f"{s}_inds"][()] for s in splits if f"{s}_inds" in datasets}
-        model_keys.update(f"{s}_inds" for s in inds)
-        extra = {k: np.asarray(ds[()]) for k, ds in datasets.items() if k not in model_keys}
-    _scale_truth(path, truth, extra)
-    return SessionData(path, encod, recon, ext_input, truth, inds, extra)
+def _build_session(
+    source: Path | ArraySource,
+    datasets: Mapping[str, ArrayLike],
+    read_float32: Callable[[ArrayLike], np.ndarray],
+    *,
+    reconstruction: str,
+    allow_noninteger: bool,
+) -> SessionData:
+    """A session from datasets (h5py or numpy) whose layout has passed `check_layout`: each
+    array the model reads is read as float32 by `read_float32` and its values are checked."""
+    model_keys = set()
+
+    def load(key: str) -> np.ndarray:
+        model_keys.add(key)
+        array = read_float32(datasets[key])
+        validate.check_values(
+            source, key, array, reconstruction=reconstruction, allow_noninteger=allow_noninteger
+        )
+        return array
+
+    splits = [s for s in SPLITS if f"{s}_encod_data" in datasets]
+    encod = {s: load(f"{s}_encod_data") for s in splits}
+    recon = {s: load(f"{s}_recon_data") for s in target_splits(datasets)}
+    ext_input = {s: load(f"{s}_ext_input") for s in splits if f"{s}_ext_input" in datasets}
+    truth = {s: load(f"{s}_truth") for s in splits if f"{s}_truth" in datasets}
+    inds = {s: np.asarray(datasets[f"{s}_inds"][()]) for s in splits if f"{s}_inds" in datasets}
+    model_keys.update(f"{s}_inds" for s in inds)
+    extra = {k: np.asarray(ds[()]) for k, ds in datasets.items() if k not in model_keys}
+    _scale_truth(source, truth, extra)
+    return SessionData(source, encod, recon, ext_input, truth, inds, extra)
 
 
 def _read_float32(dataset: h5py.Dataset) -> np.ndarray:
@@ -220,7 +270,9 @@ def _read_float32(dataset: h5py.Dataset) -> np.ndarray:
     return out
 
 
-def _scale_truth(path: Path, truth: dict[str, np.ndarray], extra: dict[str, np.ndarray]) -> None:
+def _scale_truth(
+    path: Path | ArraySource, truth: dict[str, np.ndarray], extra: dict[str, np.ndarray]
+) -> None:
     """Divide the truth by `conversion_factor` (truth in data units, e.g. counts per bin)."""
     if "conversion_factor" not in extra:
         return

@@ -3,7 +3,9 @@
 Two stages, so that a bad file is refused before its arrays are loaded:
 `check_layout` works on shapes and dtypes alone (h5py dataset metadata, or arrays), and
 `check_values` then inspects each loaded array once. Every failure is a `DataError` whose single
-line names the file, the key, what was found and what was expected.
+line names the file, the key, what was found and what was expected. Arrays given in Python
+(`autolfads.fit`) take the same checks with an `ArraySource` in place of the file: the messages
+then name the argument each array came from (`train`, `valid['recon_data']`, `train[1]`).
 
 Shape legend: B trials, T bins, N channels, E external inputs.
 """
@@ -14,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -67,9 +69,51 @@ class DataDims:
         }
 
 
-def fail(path: str | os.PathLike, key: str | None, found: str, expected: str) -> DataError:
-    """A one-line `DataError`: `<file>: '<key>' <found>; expected <expected>`."""
-    where = f"{path}: '{key}'" if key else f"{path}:"
+class ArraySource:
+    """One session's arrays given in Python instead of a file (`autolfads.fit`).
+
+    It stands where a file's path stands (`SessionData.path`, the first argument of the checks
+    here), so that arrays pass exactly the checks a file does and a refusal names the argument.
+
+    Args:
+        name: the session's name (`sess0`, ...), as a file's name is its stem.
+        where: the arguments the session came from, for messages (e.g. `train/valid`).
+        arrays: file key -> array as given (e.g. `valid_recon_data`); the output files copy them.
+        labels: file key -> how the caller wrote it (e.g. `valid['recon_data']`, `train[1]`).
+    """
+
+    def __init__(
+        self, name: str, where: str, arrays: Mapping[str, Any], labels: Mapping[str, str]
+    ) -> None:
+        self.name, self.where = name, where
+        self.arrays, self.labels = dict(arrays), dict(labels)
+
+    def __str__(self) -> str:
+        return self.where
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self.name!r}, {self.where!r}, keys={sorted(self.arrays)})"
+
+    def label(self, key: str) -> str:
+        """How the caller wrote the array of file key `key`."""
+        return self.labels.get(key, f"{self.where} '{key}'")
+
+
+Source = str | os.PathLike | ArraySource  # a session file, or arrays given in Python
+
+
+def name_of(path: Source, key: str) -> str:
+    """`key` as a message names it: `'train_recon_data'` in a file, the argument for arrays."""
+    return path.label(key) if isinstance(path, ArraySource) else f"'{key}'"
+
+
+def fail(path: Source, key: str | None, found: str, expected: str) -> DataError:
+    """A one-line `DataError`: `<file>: '<key>' <found>; expected <expected>` (for arrays,
+    `<argument>: <found>; expected <expected>`)."""
+    if isinstance(path, ArraySource):
+        where = f"{path.label(key)}:" if key else f"{path}:"
+    else:
+        where = f"{path}: '{key}'" if key else f"{path}:"
     return DataError(f"{where} {found}; expected {expected}")
 
 
@@ -94,13 +138,13 @@ def check_readable(path: Path) -> None:
 # --------------------------------------------------------------------------- layout
 
 
-def check_layout(path: str | os.PathLike, arrays: Mapping[str, ArrayLike]) -> DataDims:
+def check_layout(path: Source, arrays: Mapping[str, ArrayLike]) -> DataDims:
     """Check keys, dtypes and shapes of one session and return its dimensions.
 
     Any number of train trials is enough: a train split smaller than a batch is one batch.
 
     Args:
-        path: the file, named in error messages.
+        path: the file (or `ArraySource`), named in error messages.
         arrays: every dataset of the file by key; only `.shape` and `.dtype` are used.
 
     Raises:
@@ -116,9 +160,9 @@ def check_layout(path: str | os.PathLike, arrays: Mapping[str, ArrayLike]) -> Da
     _check_nonempty(path, enc, "encod_data")
     _check_nonempty(path, rec, "recon_data")
     _check_splits_agree(path, enc, "encod_data", axes=(1, 2))
-    _check_splits_agree(path, rec, "recon_data", axes=(1, 2))
-    for split in rec:
+    for split in rec:  # a target short of its own data first: the clearer message
         _check_recon_vs_encod(path, split, enc[split], rec[split])
+    _check_splits_agree(path, rec, "recon_data", axes=(1, 2))
     t_rec, n_rec = rec["train"][1], rec["train"][2]
     ext_dim = _check_ext_input(path, arrays, splits, enc, t_rec)
     _check_truth(path, arrays, splits, enc, t_rec, n_rec)
@@ -137,6 +181,31 @@ def target_splits(arrays: Mapping[str, object]) -> list[str]:
     """Splits whose reconstruction target the file holds: train, valid and, with
     `test_recon_data`, test (in that order)."""
     return [s for s in SPLITS if s in TARGET_SPLITS or f"{s}_recon_data" in arrays]
+
+
+def check_inputs(
+    path: Source, arrays: Mapping[str, ArrayLike], split: str
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """Check the layout of trials given without a target, as a model's input (`{split}_encod_data`
+    and, if present, `{split}_ext_input`), as `check_layout` checks a file's test split.
+
+    Returns:
+        The shapes (B, T_enc, N_enc) and (B, T_rec, E), the latter None without external inputs;
+        the caller compares them with the model's dimensions.
+    """
+    key, ext_key = f"{split}_encod_data", f"{split}_ext_input"
+    _check_3d(path, key, arrays[key])
+    enc = tuple(arrays[key].shape)
+    _check_nonempty(path, {split: enc}, "encod_data")
+    if ext_key not in arrays:
+        return enc, None
+    _check_3d(path, ext_key, arrays[ext_key])
+    ext = tuple(arrays[ext_key].shape)
+    if ext[0] != enc[0]:
+        raise fail(path, ext_key, f"has {ext[0]} trials", f"{enc[0]} as in {name_of(path, key)}")
+    if ext[2] == 0:
+        raise fail(path, ext_key, "has 0 channels", "at least one (omit it for no inputs)")
+    return enc, ext
 
 
 def _model_keys(arrays: Mapping[str, ArrayLike], splits: Sequence[str]) -> list[str]:
@@ -160,7 +229,10 @@ def _check_orphans(path, arrays: Mapping[str, ArrayLike], splits: Sequence[str])
     for kind in ("recon_data", "ext_input", "truth", "inds"):
         if f"test_{kind}" in arrays:
             raise fail(
-                path, f"test_{kind}", "is present without 'test_encod_data'", "both or neither"
+                path,
+                f"test_{kind}",
+                f"is present without {name_of(path, 'test_encod_data')}",
+                "both or neither",
             )
 
 
@@ -194,26 +266,26 @@ def _check_splits_agree(path, shapes, kind: str, axes: Sequence[int]) -> None:
                     path,
                     f"{split}_{kind}",
                     f"has {shape[axis]} {names[axis]}, shape {shape}",
-                    f"{ref[axis]} {names[axis]} as in 'train_{kind}' {ref}",
+                    f"{ref[axis]} {names[axis]} as in {name_of(path, f'train_{kind}')} {ref}",
                 )
 
 
 def _check_recon_vs_encod(path, split: str, enc: tuple[int, ...], rec: tuple[int, ...]) -> None:
-    key = f"{split}_recon_data"
+    key, encod = f"{split}_recon_data", name_of(path, f"{split}_encod_data")
     if rec[0] != enc[0]:
-        raise fail(path, key, f"has {rec[0]} trials", f"{enc[0]} trials as in '{split}_encod_data'")
+        raise fail(path, key, f"has {rec[0]} trials", f"{enc[0]} trials as in {encod}")
     if rec[1] < enc[1]:
         raise fail(
             path,
             key,
-            f"has {rec[1]} time steps, fewer than '{split}_encod_data' ({enc[1]})",
+            f"has {rec[1]} time steps, fewer than {encod} ({enc[1]})",
             "at least as many (extra steps are forward prediction)",
         )
     if rec[2] < enc[2]:
         raise fail(
             path,
             key,
-            f"has {rec[2]} channels, fewer than '{split}_encod_data' ({enc[2]})",
+            f"has {rec[2]} channels, fewer than {encod} ({enc[2]})",
             "at least as many (extra channels are held-out neurons)",
         )
 
@@ -228,21 +300,23 @@ def _check_ext_input(path, arrays, splits: Sequence[str], enc, t_rec: int) -> in
         raise fail(
             path,
             f"{missing[0]}_ext_input",
-            f"is missing while '{present[0]}_ext_input' is present",
+            f"is missing while {name_of(path, f'{present[0]}_ext_input')} is present",
             "external inputs for every split or for none",
         )
     ext_dim = arrays[f"{present[0]}_ext_input"].shape[2]
+    first = name_of(path, f"{present[0]}_ext_input")
     for split in present:
         key = f"{split}_ext_input"
         n, t, e = arrays[key].shape
         if n != enc[split][0]:
-            raise fail(path, key, f"has {n} trials", f"{enc[split][0]} as in '{split}_encod_data'")
+            encod = name_of(path, f"{split}_encod_data")
+            raise fail(path, key, f"has {n} trials", f"{enc[split][0]} as in {encod}")
         if t != t_rec:
             raise fail(path, key, f"has {t} time steps", f"recon_seq_len = {t_rec}")
         if e == 0:
             raise fail(path, key, "has 0 channels", "at least one (omit the key for no inputs)")
         if e != ext_dim:
-            raise fail(path, key, f"has {e} channels", f"{ext_dim} as in '{present[0]}_ext_input'")
+            raise fail(path, key, f"has {e} channels", f"{ext_dim} as in {first}")
     return ext_dim
 
 
@@ -287,7 +361,7 @@ def _check_conversion_factor_shape(path, arrays) -> None:
 
 
 def check_values(
-    path: str | os.PathLike,
+    path: Source,
     key: str,
     array: np.ndarray,
     *,
@@ -341,7 +415,7 @@ def _check_no(path, key: str, array: np.ndarray, bad: np.ndarray, what: str, exp
         raise fail(path, key, f"has {what} ({where})", expected)
 
 
-def check_conversion_factor(path: str | os.PathLike, value: float) -> None:
+def check_conversion_factor(path: Source, value: float) -> None:
     """The conversion factor divides the truth, so it must be finite and non-zero."""
     if not np.isfinite(value) or value == 0:
         raise fail(path, "conversion_factor", f"is {value!r}", "a finite, non-zero number")
@@ -351,7 +425,7 @@ def check_conversion_factor(path: str | os.PathLike, value: float) -> None:
 
 
 def check_sessions_agree(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[Source],
     dims: Sequence[DataDims],
     *,
     require_equal_channels: bool = False,

@@ -1,8 +1,9 @@
 """`model.ckpt`: one trained LFADS model (the best worker), loadable with `weights_only=True`.
 
 The file is a dict of plain Python values and tensors: format tag, structure, resolved config, data
-dimensions and session names, hyperparameter values, the K = 1 network weights, and for a model
-fitted onto another one (`autolfads train --from`) where it came from (`fitted_from`).
+dimensions and session names, hyperparameter values, the K = 1 network weights, for a model
+fitted onto another one (`autolfads train --from`) where it came from (`fitted_from`), and for a
+model saved from Python (`autolfads.fit(...).save`) its fit log (`fitlog`: column -> tensor).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from autolfads._atomic import atomic_path
@@ -38,6 +40,7 @@ class LFADS:
         session_names: the data files' names, one per session.
         fitted_from: for a new session fitted onto a trained model (`autolfads train --from`):
             that model's checkpoint file name, its sessions and the parts trained here; else None.
+        fitlog: the fit log (one row per worker per epoch), saved with the model when given.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class LFADS:
         config: Mapping[str, Any] | None = None,
         session_names: Sequence[str] = (),
         fitted_from: Mapping[str, Any] | None = None,
+        fitlog: pd.DataFrame | None = None,
     ) -> None:
         if network.n_workers != 1:
             raise ValueError(f"LFADS holds one worker, got a network with K={network.n_workers}")
@@ -55,6 +59,7 @@ class LFADS:
         self.config = dict(config or {})
         self.session_names = list(session_names)
         self.fitted_from = dict(fitted_from) if fitted_from is not None else None
+        self.fitlog = fitlog
 
     @property
     def structure(self) -> LFADSStructure:
@@ -73,6 +78,8 @@ class LFADS:
         }
         if self.fitted_from is not None:
             payload["fitted_from"] = self.fitted_from
+        if self.fitlog is not None:
+            payload["fitlog"] = _columns(self.fitlog)
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         return Path(path)
@@ -102,6 +109,7 @@ class LFADS:
             payload["config"],
             payload["session_names"],
             payload.get("fitted_from"),
+            _frame(payload["fitlog"]) if "fitlog" in payload else None,
         )
 
     def check_sessions(self, sessions: Sequence[SessionData]) -> None:
@@ -130,9 +138,26 @@ class LFADS:
     def posterior(
         self, sessions: Sequence[SessionData], n_samples: int = 50, seed: int = 0
     ) -> list[dict[str, dict[str, np.ndarray]]]:
-        """Posterior-averaged outputs: per session, split -> field -> (n, ...) array."""
+        """Posterior-averaged outputs: per session, split -> field -> (n, ...) array; each split's
+        random numbers start from `seed` (`outputs.posterior.session_posterior`)."""
         self.check_sessions(sessions)
-        torch.manual_seed(seed)
         device = next(self.network.parameters()).device
         data = to_tensors(sessions, device)
-        return all_sessions_posterior(self.network, data, n_samples)
+        return all_sessions_posterior(self.network, data, n_samples, seed=seed)
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+    """A numeric table as column -> tensor (int64 or float64), which `weights_only` loads."""
+    return {
+        str(name): torch.from_numpy(
+            frame[name].to_numpy(
+                dtype=np.int64 if frame[name].dtype.kind in "iub" else np.float64, copy=True
+            )
+        )
+        for name in frame.columns
+    }
+
+
+def _frame(columns: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """The table of `_columns`, back."""
+    return pd.DataFrame({name: value.numpy() for name, value in columns.items()})

@@ -16,10 +16,11 @@ FIRST_COLUMNS = ["worker_id", "generation", "epoch"]
 
 
 class FitLog:
-    """Rows of per-worker metrics, rewritten atomically to `path` on every `flush`."""
+    """Rows of per-worker metrics, rewritten atomically to `path` on every `flush` (kept in
+    memory alone when `path` is None: a fit from Python without an output folder)."""
 
-    def __init__(self, path: str | Path, rows: Sequence[Mapping[str, float]] = ()) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None, rows: Sequence[Mapping[str, float]] = ()) -> None:
+        self.path = Path(path) if path is not None else None
         self.rows: list[dict[str, float]] = [dict(r) for r in rows]
 
     def add_epoch(
@@ -52,8 +53,10 @@ class FitLog:
         rest = [c for c in df.columns if c not in FIRST_COLUMNS]
         return df[FIRST_COLUMNS + rest]
 
-    def flush(self) -> Path:
-        """Write `fitlog.csv` atomically."""
+    def flush(self) -> Path | None:
+        """Write `fitlog.csv` atomically (nothing without a path)."""
+        if self.path is None:
+            return None
         with atomic_path(self.path) as tmp:
             self.frame().to_csv(tmp, index=False)
         return self.path

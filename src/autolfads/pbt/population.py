@@ -3,11 +3,13 @@
 Workers are split into shards (batched workers); a backend runs the shards. The policy (who copies whom,
 new hyperparameters, when to stop) comes from the pure functions of `autolfads.pbt.policy`.
 The population is checkpointed atomically after every generation (`pbt_state.pt`), so a run interrupted
-at any point resumes from the last finished generation.
+at any point resumes from the last finished generation. Without an output folder (`autolfads.fit`
+from Python) nothing is written: the checkpoint is kept in memory where a lost shard may need it.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,13 +67,14 @@ STATE_FORMAT = "autolfads-pbt-1"
 
 @dataclass
 class PBTResult:
-    """The outcome of a population run."""
+    """The outcome of a population run (`fitlog`: one row per worker per epoch)."""
 
     model: LFADS
     best: BestSnapshot
     generations: int
     epochs: int
     stop_reason: str
+    fitlog: pd.DataFrame
 
 
 @dataclass
@@ -210,12 +213,15 @@ def _plan_layout(
 def run_pbt(
     cfg: DictConfig,
     sessions: Sequence[SessionData],
-    out: Path,
+    out: Path | None,
     *,
     resume: bool = False,
     quiet: bool = False,
 ) -> PBTResult:
-    """Run AutoLFADS on `sessions`, writing fitlog.csv, pbt_history.csv and pbt_state.pt into `out`."""
+    """Run AutoLFADS on `sessions`, writing fitlog.csv, pbt_history.csv and pbt_state.pt into `out`
+    (nothing with `out` None)."""
+    if resume and out is None:
+        raise UsageError("--resume needs the output folder of the interrupted run")
     pbt = PBTSettings.from_config(cfg)
     structure = LFADSStructure.from_config(cfg.model, [s.dims.as_dict() for s in sessions])
     settings = TrainSettings.from_config(cfg)
@@ -250,7 +256,7 @@ def run_pbt(
     )
     loop = _Loop(cfg, pbt, out, backend, shards, quiet)
     try:
-        if resume and (out / STATE_FILE).exists():
+        if resume and out is not None and (out / STATE_FILE).exists():
             loop.restore()
             # a finished run resumed with more epochs or a looser stop rule trains on
             loop.state.stop_reason = loop.stop_reason(loop.state.best_per_generation)
@@ -264,7 +270,9 @@ def run_pbt(
     state = loop.state
     model = _best_model(state, structure, settings, cfg, sessions)
     assert state.best is not None
-    return PBTResult(model, state.best, state.generation, state.epoch, state.stop_reason)
+    return PBTResult(
+        model, state.best, state.generation, state.epoch, state.stop_reason, loop.fitlog.frame()
+    )
 
 
 class _Loop:
@@ -276,7 +284,7 @@ class _Loop:
         self,
         cfg: DictConfig,
         pbt: PBTSettings,
-        out: Path,
+        out: Path | None,
         backend: Backend,
         shards: Sequence[tuple[int, ...]],
         quiet: bool,
@@ -289,8 +297,9 @@ class _Loop:
             smoothed=np.full(self.n_workers, np.nan), copied_from=np.arange(self.n_workers)
         )
         self.rng = np.random.default_rng()
-        self.fitlog = FitLog(out / "fitlog.csv")
+        self.fitlog = FitLog(out / "fitlog.csv" if out is not None else None)
         self.schedule = schedule(pbt)
+        self.saved: bytes | None = None  # the checkpoint in memory when there is no `out`
 
     def start(self, rng: np.random.Generator) -> None:
         """Begin from the initial population (and checkpoint it)."""
@@ -298,17 +307,24 @@ class _Loop:
         self.save()
 
     def save(self) -> None:
-        """Checkpoint the population (pbt_state.pt, atomically)."""
-        _save_state(
-            self.out / STATE_FILE, self.cfg, self.state, self.rng, self.backend, len(self.shards)
+        """Checkpoint the population (pbt_state.pt, atomically; without `out`, in memory, and
+        only where a lost shard could need it)."""
+        if self.out is None and not hasattr(self.backend, "restart"):
+            return
+        path = self.out / STATE_FILE if self.out is not None else None
+        self.saved = _save_state(
+            path, self.cfg, self.state, self.rng, self.backend, len(self.shards)
         )
 
     def restore(self) -> None:
         """Every shard and the driver's state from the last generation checkpoint."""
-        self.state, self.rng = _load_state(
-            self.out / STATE_FILE, self.cfg, self.backend, len(self.shards)
-        )
-        self.fitlog = _resumed_fitlog(self.out / "fitlog.csv", self.state.epoch)
+        source = self.out / STATE_FILE if self.out is not None else self.saved
+        assert source is not None, "no generation checkpoint to restore"
+        self.state, self.rng = _load_state(source, self.cfg, self.backend, len(self.shards))
+        if self.out is not None:
+            self.fitlog = _resumed_fitlog(self.out / "fitlog.csv", self.state.epoch)
+        else:
+            self.fitlog.truncate(self.state.epoch - 1)
 
     def run(self) -> None:
         """Generations until the stop rule says stop; a lost shard is restarted and the generation redone."""
@@ -368,7 +384,8 @@ class _Loop:
         state.stop_reason = stop_reason
         self.save()
         self.fitlog.flush()
-        _write_history(self.out, state.history)
+        if self.out is not None:
+            _write_history(self.out, state.history)
         copied = int(np.sum(sources != np.arange(n)))
         return f"epoch {stop}  best {np.nanmin(scores):.4f}  median {np.nanmedian(scores):.4f}  copied {copied}/{n}"
 
@@ -494,14 +511,15 @@ def _best_model(
 
 
 def _save_state(
-    path: Path,
+    path: Path | None,
     cfg: DictConfig,
     state: _PopulationState,
     rng: np.random.Generator,
     backend: Backend,
     n_shards: int,
-) -> None:
-    """The whole population after a generation, atomically (loads with weights_only=True)."""
+) -> bytes | None:
+    """The whole population after a generation, atomically (loads with weights_only=True);
+    with `path` None, the file's bytes are returned instead."""
     payload = {
         "format": STATE_FORMAT,
         "config": OmegaConf.to_yaml(cfg, resolve=True),
@@ -517,14 +535,20 @@ def _save_state(
         "rng": rng.bit_generator.state,
         "shards": backend.call_all("state_dict", [()] * n_shards),
     }
+    if path is None:
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        return buffer.getvalue()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+    return None
 
 
 def _load_state(
-    path: Path, cfg: DictConfig, backend: Backend, n_shards: int
+    path: Path | bytes, cfg: DictConfig, backend: Backend, n_shards: int
 ) -> tuple[_PopulationState, np.random.Generator]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
+    payload = torch.load(source, map_location="cpu", weights_only=True)
     if payload.get("format") != STATE_FORMAT:
         raise UsageError(f"--resume: {path} is not an autolfads population checkpoint")
     saved = OmegaConf.create(payload["config"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,13 +33,14 @@ __all__ = ["FitResult", "fit_single_model", "hps_from_config", "validation_extra
 
 @dataclass
 class FitResult:
-    """The best model found and how training went."""
+    """The best model found and how training went (`fitlog`: one row per epoch)."""
 
     model: LFADS
     best_epoch: int
     best_score: float
     epochs_run: int
     stop_reason: str
+    fitlog: pd.DataFrame
 
 
 def hps_from_config(cfg: DictConfig, n_workers: int) -> dict[str, np.ndarray]:
@@ -83,7 +85,7 @@ def validation_extras(
 def fit_single_model(
     cfg: DictConfig,
     sessions: Sequence[SessionData],
-    out: Path,
+    out: Path | None,
     quiet: bool = False,
     transfer: Transfer | None = None,
 ) -> FitResult:
@@ -92,7 +94,8 @@ def fit_single_model(
     With `transfer` (`autolfads train --from`), the weights the sessions share are the
     checkpoint's and stay frozen; only the session's read-in, read-out and observation model are
     trained (`autolfads.train.transfer`; `cfg` from `Transfer.config_base`). Writes
-    `out/fitlog.csv` after every epoch.
+    `out/fitlog.csv` after every epoch; with `out` None nothing is written (the log is in the
+    result).
     """
     device = torch.device(str(cfg.device))
     seed = int(cfg.seed)
@@ -108,7 +111,7 @@ def fit_single_model(
     if settings.align_readin:
         for line in align_network(shard.net, sessions, new_session=transfer is not None):
             print(line, file=sys.stderr, flush=True)
-    fitlog = FitLog(out / "fitlog.csv")
+    fitlog = FitLog(out / "fitlog.csv" if out is not None else None)
 
     max_epochs = int(cfg.trainer.max_epochs)
     warmup_end = settings.ramp_start + settings.ramp_epochs
@@ -170,7 +173,7 @@ def fit_single_model(
     model = _single_model(shard, cfg, sessions)
     if transfer is not None:
         model.fitted_from = transfer.record()
-    return FitResult(model, best_epoch, float(best_score), epoch + 1, stop_reason)
+    return FitResult(model, best_epoch, float(best_score), epoch + 1, stop_reason, fitlog.frame())
 
 
 def _single_model(shard: Shard, cfg: DictConfig, sessions: Sequence[SessionData]) -> LFADS:
