@@ -82,19 +82,22 @@ def test_settings_come_from_the_checkpoint_then_the_command(fitted):
     cfg = OmegaConf.load(fitted / "config.yaml")
     assert cfg.trainer.max_epochs == 3  # the command's override
     assert cfg.datamodule.batch_size == 8 and cfg.trainer.samples == 2  # the checkpoint's config
-    assert cfg.model.lr_init == pytest.approx(0.003)  # the checkpoint's (hps, not the default)
+    assert cfg.model.lr_init == pytest.approx(0.003)  # the checkpoint config's, not the default
     assert cfg.model.gen_dim == 8 and cfg.model.readin_dim == 8  # the checkpoint's structure
     assert cfg.model.encod_data_dim == 5  # the new file's
 
 
 def test_hyperparameters_come_from_the_checkpoints_hps_not_its_config(files, tmp_path):
     payload = torch.load(files["ckpt"], weights_only=True)
-    payload["hps"]["lr_init"] = 0.0021  # as PBT leaves them: the best worker's, not the config's
+    payload["hps"]["lr_init"] = 0.0021  # as training leaves it: decayed
+    payload["hps"]["dropout_rate"] = 0.17  # as PBT leaves them: the best worker's, not the config's
     payload["config"]["device"] = "cuda:7"  # this machine's device and accel, not the checkpoint's
     ckpt = tmp_path / "pbt.ckpt"
     torch.save(payload, ckpt)
     base = Transfer.load(ckpt).config_base()
-    assert base["model"]["lr_init"] == 0.0021 and payload["config"]["model"]["lr_init"] == 0.003
+    assert base["model"]["dropout_rate"] == 0.17
+    assert payload["config"]["model"]["dropout_rate"] != 0.17
+    assert base["model"]["lr_init"] == 0.003  # the starting rate, not the decayed one
     assert "device" not in base and "accel" not in base
     assert base["model"]["encod_data_dim"] is None and base["model"]["readin_dim"] == 8
 

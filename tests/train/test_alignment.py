@@ -162,7 +162,7 @@ def test_poisson_read_out_starts_at_the_log_rate_slope():
     for i, m in enumerate(means):
         net.init_readout_bias(i, m)
     aligns = align_sessions(sessions, D)
-    apply_alignments(net, aligns)
+    apply_alignments(net, aligns, readout=True)
     for i, (a, m) in enumerate(zip(aligns, means, strict=True)):
         weight = net.readout[i].weight[0].detach()  # (F, N)
         expected = torch.as_tensor(a.readout_weight, dtype=torch.float32) / m

@@ -8,10 +8,13 @@ mapping its neurons into one shared space. Per session s (N_s encoder channels, 
     Z     (R x D)    the top D principal components of [X_1 ... X_S], every neuron z-scored
     W_s, b_s         read-in: least squares (ridge) of Z on X_s, so x W_s + b_s ~ z (the
                      principal-components regression of the original LFADS)
-    V_s   (D x M_s)  read-out: least squares of the read-out targets' profiles on Z, converted to the
+    V_s   (D x M_s)  the map back: least squares of the read-out targets' profiles on Z, in the
                      observation model's first parameter (e.g. the log-rate) at the channel means
 
-Factor j of every session's read-out is then principal component j: all sessions start in one space.
+All sessions' read-ins then start in one space. The read-outs keep their own initialisation by
+default: starting them at V_s too (`apply_alignments(..., readout=True)`) was measured worse on
+rates (bench/stitching.py, seed 0, 200 epochs: mean rate R^2 0.908 against 0.928 with the read-in
+alone, latents alike; bench/RESULTS.md).
 Without condition labels common to every session (or with one session, a new one brought to a
 trained model), each session is aligned on its own smoothed single trials. A file's
 `alignment_matrix_cxf` (N_s x D) and `alignment_bias_c` (N_s,) take precedence for its read-in,
@@ -114,7 +117,7 @@ def align_network(
         return []
     s = net.structure
     alignments = align_sessions(sessions, s.encoder_input_dim, s.log_input)
-    notes = apply_alignments(net, alignments)
+    notes = apply_alignments(net, alignments, readout=False)
     if len(sessions) > 1 and any(a.source == "trials" for a in alignments):
         notes.append(
             "alignment: no condition labels (train_condition) common to every session; each "
@@ -123,8 +126,11 @@ def align_network(
     return notes
 
 
-def apply_alignments(net: LFADSNetwork, alignments: Sequence[Alignment]) -> list[str]:
-    """Write the alignments into the network's read-ins and read-outs, every worker alike.
+def apply_alignments(
+    net: LFADSNetwork, alignments: Sequence[Alignment], readout: bool = True
+) -> list[str]:
+    """Write the alignments into the network's read-ins (and with `readout` its read-outs), every
+    worker alike.
 
     Read-out weights are scaled from data units to the observation model's first parameter by the
     derivative of its mean at the read-out's current bias (the channel means: call
@@ -138,21 +144,23 @@ def apply_alignments(net: LFADSNetwork, alignments: Sequence[Alignment]) -> list
             notes.append(
                 f"alignment: session {session}'s read-in is not a linear map; left as built"
             )
-        obs, readout = net.observation_model(session), net.readout[session]
-        if not _has_weight(readout):
+        if not readout:
+            continue
+        obs, out_map = net.observation_model(session), net.readout[session]
+        if not _has_weight(out_map):
             notes.append(
                 f"alignment: session {session}'s read-out is not a linear map; left as built"
             )
             continue
-        n_params, fac_dim = obs.n_params, readout.weight.shape[1]
-        bias = readout.bias[0].detach().reshape(-1, n_params)  # (M, P)
+        n_params, fac_dim = obs.n_params, out_map.weight.shape[1]
+        bias = out_map.bias[0].detach().reshape(-1, n_params)  # (M, P)
         slope = _mean_slope(obs, bias).cpu().double().numpy()  # (M,) d mean / d first parameter
         per_param = align.readout_weight / slope  # (D, M)
         weight = torch.zeros(fac_dim, bias.shape[0], n_params, dtype=torch.float64)
         d = min(fac_dim, per_param.shape[0])
         weight[:d, :, 0] = torch.from_numpy(per_param[:d])
         with torch.no_grad():
-            readout.weight.copy_(weight.reshape(fac_dim, -1).expand_as(readout.weight))
+            out_map.weight.copy_(weight.reshape(fac_dim, -1).expand_as(out_map.weight))
     return notes
 
 

@@ -10,7 +10,8 @@ the new channels) and its observation model's parameters (e.g. the zero-inflated
 per-channel scales). They start as a fresh model's do (the shard's `init_readout_biases`).
 
 Settings (`Transfer.config_base`): the checkpoint's config, with its structure keys set from the
-checkpoint's structure, its hyperparameters from the checkpoint's `hps` (the best worker's values
+checkpoint's structure, its hyperparameters except the learning rate from the checkpoint's `hps`
+(the best worker's values
 after PBT), its data dimensions left to the new file, and without `device` and `accel` (this
 machine's); the command's `-c` file and `key=value` overrides go on top, except that the structure
 cannot change (`check_config`).
@@ -96,7 +97,7 @@ class Transfer:
     def config_base(self) -> dict[str, Any]:
         """The checkpoint's config as the new fit's base (module docstring): structure keys from
         its structure (`model.readin_dim` = its encoder input width), hyperparameters from its
-        `hps`, data dimensions null (read from the new file), no `device` or `accel`."""
+        `hps` (but `lr_init` from its config: the stored rate has decayed), data dimensions null (read from the new file), no `device` or `accel`."""
         config = copy.deepcopy(dict(self.model.config))
         for key in ("device", "accel"):
             config.pop(key, None)
@@ -105,7 +106,11 @@ class Transfer:
         model.update({name: structure[name] for name in STRUCTURE_KEYS})
         model["readin_dim"] = self.structure.encoder_input_dim
         model.update({name: None for name in DATA_DIM_KEYS})
-        model.update({n: float(v) for n, v in self.model.hps.items() if n in HP_NAMES})
+        # the hyperparameters the model was trained with, but the learning rate at its starting
+        # value (the checkpoint's config): the stored one has decayed with the training
+        model.update(
+            {n: float(v) for n, v in self.model.hps.items() if n in HP_NAMES and n != "lr_init"}
+        )
         config["model"] = model
         return config
 
