@@ -259,6 +259,7 @@ FAKE_DRIVER = textwrap.dedent(
     sleeper = subprocess.Popen(["sleep", "300"], **quiet)  # out of the driver's group
     time.sleep(1.0)  # two looks at the process table
     reaper.ray_started()
+    time.sleep(1.0)  # the reaper takes the news between two looks (a loaded machine is slow)
     later = subprocess.Popen(["sleep", "300"], **quiet)  # started after Ray: not followed
     print(sleeper.pid, later.pid, flush=True)
     time.sleep(300)
