@@ -127,3 +127,22 @@ def test_report_has_a_section_per_session(ran):
 def test_train_writes_an_output_file_and_fitlog_columns_per_session(trained, data):
     check_outputs(trained, data)
     assert len(check_fitlog(trained)) == 2  # one worker, two epochs
+
+
+def test_a_file_alignment_matrix_that_does_not_fit_is_refused_before_any_work(
+    data, tmp_path, capsys
+):
+    copies = []
+    for path in data[:2]:
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        copies.append(copy)
+    with h5py.File(copies[1], "a") as file:
+        n = file["train_encod_data"].shape[2]
+        file["alignment_matrix_cxf"] = np.zeros((n, 3))  # the read-in is as wide as session 0
+    out = tmp_path / "out"
+    argv = ["train", *map(str, copies), "-o", str(out), *TINY_MODEL, "trainer.max_epochs=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "alignment_matrix_cxf has shape" in err, err
+    assert not out.exists()

@@ -29,6 +29,7 @@ from autolfads.outputs.posterior import as_output_datasets
 from autolfads.parts import resolve_part
 from autolfads.pbt.policy import HIGHER_IS_BETTER
 from autolfads.pbt.population import PBTResult
+from autolfads.train.alignment import check_file_alignments
 from autolfads.train.augment import AUGMENTATIONS, Augmentation
 from autolfads.train.fit import FitResult
 
@@ -140,13 +141,15 @@ def prepare_sessions(sessions: Sequence[SessionData], cfg: DictConfig, *, quiet:
     """Fill or check the data dimensions in `cfg.model` from validated sessions.
 
     The model the config describes is checked against the data too (e.g. `model.ci_lag` shorter
-    than the trials), so that nothing is written before a refusal. A `datamodule.batch_size`
+    than the trials, a file's alignment matrix against the read-in width), so that nothing is
+    written before a refusal. A `datamodule.batch_size`
     larger than every session's train split becomes the largest split (one batch of all its
     trials), with a note on stderr per smaller session unless `quiet`.
     """
     for sess in sessions:
         check_data_dims(cfg, sess.dims.as_dict(), source=str(sess.path), fill=len(sessions) == 1)
-    LFADSStructure.from_config(cfg.model, [sess.dims.as_dict() for sess in sessions])
+    structure = LFADSStructure.from_config(cfg.model, [sess.dims.as_dict() for sess in sessions])
+    check_file_alignments(sessions, structure)
     _fit_batch_size(cfg, sessions, quiet=quiet)
 
 

@@ -33,8 +33,16 @@ from torch import nn
 from autolfads.data import SessionData
 from autolfads.errors import DataError
 from autolfads.model.lfads import LFADSNetwork
+from autolfads.model.structure import LFADSStructure
 
-__all__ = ["Alignment", "align_network", "align_sessions", "apply_alignments", "profiles"]
+__all__ = [
+    "Alignment",
+    "align_network",
+    "align_sessions",
+    "apply_alignments",
+    "check_file_alignments",
+    "profiles",
+]
 
 SMOOTH_BINS = 2.0  # std of the Gaussian kernel (bins) that smooths the profiles in time
 RIDGE = 1e-4  # ridge of the regressions, relative to the mean eigenvalue of the regressors' Gram
@@ -101,6 +109,15 @@ def align_sessions(
             weight, bias = _regression(e, z)
         out.append(Alignment(weight, bias, _regression(z, r)[0], source))
     return out
+
+
+def check_file_alignments(sessions: Sequence[SessionData], structure: LFADSStructure) -> None:
+    """Refuse, in one line, a file's `alignment_matrix_cxf` / `alignment_bias_c` whose shape does
+    not fit the model's read-in (N_enc x `encoder_input_dim`, N_enc), before any work; a model
+    without read-ins does not read them."""
+    if structure.readin_dim is not None:
+        for s in sessions:
+            _file_readin(s, structure.encoder_input_dim)
 
 
 def align_network(
