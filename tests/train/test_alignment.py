@@ -13,6 +13,7 @@ from helpers import default_hps, tiny_settings, tiny_structure
 from autolfads.data import SessionData
 from autolfads.errors import DataError
 from autolfads.model.lfads import LFADSNetwork
+from autolfads.model.structure import LFADSStructure
 from autolfads.train.alignment import align_network, align_sessions, apply_alignments
 from autolfads.train.shard import Shard
 
@@ -57,6 +58,18 @@ def _sessions(n_channels=(7, 5, 9), seed: int = 0) -> tuple[list[SessionData], l
     return sessions, mixings
 
 
+def _structure(channels: tuple[int, ...], **overrides) -> LFADSStructure:
+    """A tiny model over sessions of `channels`, T bins, read-in width D."""
+    return tiny_structure(
+        encod_data_dims=channels,
+        recon_data_dims=channels,
+        encod_seq_len=T,
+        recon_seq_len=T,
+        readin_dim=D,
+        **overrides,
+    )
+
+
 def _r2(target: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - ((target - pred) ** 2).sum() / ((target - target.mean(0)) ** 2).sum()
 
@@ -86,15 +99,7 @@ def test_noise_free_sessions_land_in_one_space_that_is_a_linear_map_of_the_laten
 def test_random_read_ins_do_not_share_a_space():
     """The check above can fail: independently initialised read-ins disagree."""
     sessions, _ = _sessions()
-    net = LFADSNetwork(
-        tiny_structure(
-            encod_data_dims=(7, 5, 9),
-            recon_data_dims=(7, 5, 9),
-            encod_seq_len=T,
-            recon_seq_len=T,
-            readin_dim=D,
-        )
-    )
+    net = LFADSNetwork(_structure((7, 5, 9)))
     outs = []
     for i, s in enumerate(sessions):
         x = torch.as_tensor(s.encod["train"][::3])[None]
@@ -119,14 +124,7 @@ def test_file_matrices_are_used_as_given():
     matrix = rng.standard_normal((5, D)).astype(np.float32)
     bias_c = rng.standard_normal(5).astype(np.float32)
     sessions[1].extra.update(alignment_matrix_cxf=matrix, alignment_bias_c=bias_c)
-    structure = tiny_structure(
-        encod_data_dims=(7, 5, 9),
-        recon_data_dims=(7, 5, 9),
-        encod_seq_len=T,
-        recon_seq_len=T,
-        readin_dim=D,
-        co_dim=0,
-    )
+    structure = _structure((7, 5, 9), co_dim=0)
     shard = Shard(structure, tiny_settings(), default_hps(2))
     assert align_network(shard.net, sessions) == []
     readin = shard.net.readin[1]
@@ -146,14 +144,7 @@ def test_file_matrix_of_the_wrong_shape_is_refused_naming_the_key():
 def test_poisson_read_out_starts_at_the_log_rate_slope():
     """Read-out weights are the data-unit map divided by d rate / d log-rate = the channel mean."""
     sessions, _ = _sessions()
-    structure = tiny_structure(
-        encod_data_dims=(7, 5, 9),
-        recon_data_dims=(7, 5, 9),
-        encod_seq_len=T,
-        recon_seq_len=T,
-        readin_dim=D,
-        fac_dim=4,
-    )
+    structure = _structure((7, 5, 9), fac_dim=4)
     net = LFADSNetwork(structure, n_workers=1)
     means = [
         torch.as_tensor(s.recon["train"].reshape(-1, s.dims.recon_data_dim).mean(0))
@@ -172,15 +163,7 @@ def test_poisson_read_out_starts_at_the_log_rate_slope():
 
 def test_one_session_is_left_alone_unless_it_is_new():
     sessions, _ = _sessions(n_channels=(7,))
-    net = LFADSNetwork(
-        tiny_structure(
-            encod_data_dims=(7,),
-            recon_data_dims=(7,),
-            encod_seq_len=T,
-            recon_seq_len=T,
-            readin_dim=D,
-        )
-    )
+    net = LFADSNetwork(_structure((7,)))
     before = net.readin[0].weight.detach().clone()
     align_network(net, sessions)
     assert torch.equal(net.readin[0].weight, before)
