@@ -14,8 +14,7 @@ import torch
 from autolfads.data import SessionData
 from autolfads.data.tensors import to_tensors
 from autolfads.model.structure import LFADSStructure
-from autolfads.train.alignment import align_network
-from autolfads.train.fit import validation_extras
+from autolfads.train.fit import start_session_maps, validation_extras
 from autolfads.train.shard import Shard, TrainSettings
 
 __all__ = ["ShardSpec", "ShardRunner", "ShardLost"]
@@ -49,9 +48,7 @@ class ShardRunner:
             spec.structure, spec.settings, spec.hps, spec.device, spec.seed, accel=spec.accel
         )
         self.data = to_tensors(self.sessions, spec.device, spec.sv_rate, spec.seed)
-        self.shard.init_readout_biases(self.data)
-        if spec.settings.align_readin:  # the same start in every shard (notes: `train` prints them)
-            align_network(self.shard.net, self.sessions)
+        start_session_maps(self.shard, self.data, self.sessions)  # notes: `train` prints them
 
     def train_epochs(self, start: int, stop: int) -> list[dict[str, np.ndarray]]:
         """Train epochs [start, stop); per epoch, train and valid metrics -> (K_s,) arrays."""

@@ -28,7 +28,13 @@ from autolfads.train.objective import short_warmup_note
 from autolfads.train.shard import HP_NAMES, Shard, TrainSettings
 from autolfads.train.transfer import Transfer
 
-__all__ = ["FitResult", "fit_single_model", "hps_from_config", "validation_extras"]
+__all__ = [
+    "FitResult",
+    "fit_single_model",
+    "hps_from_config",
+    "start_session_maps",
+    "validation_extras",
+]
 
 
 @dataclass
@@ -82,6 +88,20 @@ def validation_extras(
     return extras
 
 
+def start_session_maps(
+    shard: Shard,
+    data: Sequence[SessionTensors],
+    sessions: Sequence[SessionData],
+    new_session: bool = False,
+) -> list[str]:
+    """Start each session's read-out at its channel means, then, with `align_readin`, the
+    read-ins in one shared space (`autolfads.train.alignment`). Returns notes for the user."""
+    shard.init_readout_biases(data)
+    if not shard.settings.align_readin:
+        return []
+    return align_network(shard.net, sessions, new_session=new_session)
+
+
 def fit_single_model(
     cfg: DictConfig,
     sessions: Sequence[SessionData],
@@ -107,10 +127,8 @@ def fit_single_model(
         structure, settings, hps, device=device, seed=seed, accel=cfg.get("accel"), frozen=frozen
     )
     data: list[SessionTensors] = to_tensors(sessions, device, float(cfg.model.sv_rate), seed)
-    shard.init_readout_biases(data)
-    if settings.align_readin:
-        for line in align_network(shard.net, sessions, new_session=transfer is not None):
-            print(line, file=sys.stderr, flush=True)
+    for line in start_session_maps(shard, data, sessions, new_session=transfer is not None):
+        print(line, file=sys.stderr, flush=True)
     fitlog = FitLog(out / "fitlog.csv" if out is not None else None)
 
     max_epochs = int(cfg.trainer.max_epochs)

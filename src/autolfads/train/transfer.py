@@ -7,7 +7,8 @@ no gradient, outside the optimiser, bit-identical at the end). Only the new sess
 trained: its read-in (new channels -> the checkpoint's encoder input width, `encoder_input_dim`;
 a model trained without read-in gets one of that width), its read-out (the checkpoint's factors ->
 the new channels) and its observation model's parameters (e.g. the zero-inflated gamma's
-per-channel scales). They start as a fresh model's do (the shard's `init_readout_biases`).
+per-channel scales). They start as `train.fit.start_session_maps` starts them: the read-out at the
+channel means, the read-in at the session's own principal components.
 
 Settings (`Transfer.config_base`): the checkpoint's config, with its structure keys set from the
 checkpoint's structure, its hyperparameters except the learning rate from the checkpoint's `hps`
