@@ -251,8 +251,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(runs):
 
 FAKE_DRIVER = textwrap.dedent(
     """
-    import subprocess, sys, time
+    import signal, subprocess, sys, time
     from autolfads.pbt.reaper import Reaper
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as from a terminal, even when run under nohup
 
     reaper = Reaper.start()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
@@ -287,7 +289,7 @@ def test_the_reaper_ends_what_a_dead_driver_started(how):
             driver.kill()
         else:
             os.killpg(driver.pid, signal.SIGHUP)
-        driver.wait()
+        driver.wait(timeout=30)
         survivors, waited = wait_gone(started - later, limit=5.0)
         assert not survivors, "\n".join(describe(survivors))
         assert waited < 3.0
