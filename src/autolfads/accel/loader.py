@@ -3,6 +3,11 @@
 They are compiled with `torch.utils.cpp_extension` (about a minute on 2 cores; cached under
 $TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions, rebuilt only when a source or a flag
 changes). Without a C++ compiler and ninja, `load_kernels` logs why once and returns None.
+
+A build that was stopped (Ctrl-C, a killed job) leaves torch's `lock` file in the build folder, and
+torch then waits on it forever in every later process; the build here runs under an advisory lock
+of its own (`flock`, released by the system when its holder dies), and whoever holds that lock
+knows a torch `lock` file it finds was left by a dead build and removes it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import hashlib
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -53,14 +60,45 @@ def _flags() -> tuple[str, list[str], list[str]]:
     return name, flags, ["-fopenmp"]
 
 
-def _already_built(name: str) -> bool:
-    """True if a build of `name` is in the extensions cache (it is reused if the source is the same)."""
+def _build_directory(name: str) -> Path | None:
+    """The folder torch builds `name` in (created), or None if torch cannot say."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+        return Path(_get_build_directory(name, verbose=False))
     except Exception:
-        return False
+        return None
+
+
+def _already_built(name: str) -> bool:
+    """True if a build of `name` is in the extensions cache (it is reused if the source is the same)."""
+    folder = _build_directory(name)
+    return folder is not None and any(folder.glob(f"{name}*.so"))
+
+
+@contextmanager
+def _build_lock(folder: Path | None) -> Iterator[None]:
+    """Held while this process builds or loads the kernels in `folder`: other processes wait here
+    while one builds; and torch's `lock` file, found while holding it, was left by a build that
+    died (a live one would hold this lock), so it is removed instead of waited on forever."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): torch's own lock alone
+        fcntl = None
+    if fcntl is None or folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "autolfads.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = folder / "lock"
+            if stale.exists():
+                _log.warning("removing %s, left by a build of the C++ kernels that was stopped", stale)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_kernels() -> ModuleType | None:
@@ -74,7 +112,7 @@ def load_kernels() -> ModuleType | None:
         name, flags, ldflags = _flags()
         if not _already_built(name):
             _log.warning("compiling the C++ GRU kernels for this machine (once, about a minute)")
-        with warnings.catch_warnings():
+        with _build_lock(_build_directory(name)), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _state["module"] = load(
                 name,
