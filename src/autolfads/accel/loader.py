@@ -94,7 +94,9 @@ def _build_lock(folder: Path | None) -> Iterator[None]:
         try:
             stale = folder / "lock"
             if stale.exists():
-                _log.warning("removing %s, left by a build of the C++ kernels that was stopped", stale)
+                _log.warning(
+                    "removing %s, left by a build of the C++ kernels that was stopped", stale
+                )
                 stale.unlink(missing_ok=True)
             yield
         finally:
