@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -141,6 +143,69 @@ def test_calcium_mean_event_matches_truth_without_noise():
     assert abs(total - expected_total) < 4 * np.sqrt(expected_total)
 
 
+def latent_centroid_hz(latents: np.ndarray, bin_rate: float) -> float:
+    """Spectral centroid (Hz) of (B, T, D) latents: power per trial, mean removed, over time."""
+    centred = latents.astype(np.float64) - latents.mean(axis=1, keepdims=True)
+    power = (np.abs(np.fft.rfft(centred, axis=1)) ** 2).sum(axis=(0, 2))  # (T // 2 + 1,)
+    freqs = np.fft.rfftfreq(latents.shape[1], 1.0 / bin_rate)
+    return float((freqs * power).sum() / power.sum())
+
+
+TINY_FAST = {"n_conditions": 4, "trials_per_condition": 3, "n_neurons": 3, "n_frames": 60}
+
+
+def test_calcium_speed_1_is_the_default_bit_for_bit():
+    default = simulate("calcium", seed=5, **CALCIUM, subframes=2)
+    explicit = simulate("calcium", seed=5, **CALCIUM, subframes=2, speed=1.0)
+    assert default.keys() == explicit.keys()
+    for key, value in default.items():
+        np.testing.assert_array_equal(explicit[key], value, err_msg=key)
+    faster = simulate("calcium", seed=5, **CALCIUM, subframes=2, speed=1.5)
+    assert not np.array_equal(faster["train_latents"], default["train_latents"])
+
+
+def test_calcium_speed_moves_the_latent_spectrum_up():
+    # at sub-frame resolution (120 Hz bins) the spectrum of speed 4 (peak ~16 Hz) is not aliased
+    # as it would be at the 30 Hz frames; its centroid scales about in proportion with speed
+    centroid = {
+        speed: latent_centroid_hz(
+            simulate("calcium", seed=0, **TINY_FAST, subframes=4, speed=speed)["train_latents"],
+            bin_rate=4 * 30.0,
+        )
+        for speed in (1.0, 2.0, 4.0)
+    }
+    assert centroid[4.0] > 2.5 * centroid[1.0]
+    assert 1.4 * centroid[1.0] < centroid[2.0] < 0.75 * centroid[4.0]
+
+
+def test_calcium_fast_speed_stays_finite_through_the_burn_in():
+    # a frame of 0.8 Lorenz time units would make one RK4 bin diverge; the burn-in splits it
+    arrays = simulate("calcium", seed=1, **CALCIUM, speed=8.0, burn_in=100)
+    for split in ("train", "valid"):
+        assert np.isfinite(arrays[f"{split}_latents"]).all()
+        assert np.isfinite(arrays[f"{split}_truth"]).all()
+
+
+@pytest.mark.parametrize("speed", [0.0, -1.0])
+def test_calcium_speed_must_be_positive(speed):
+    with pytest.raises(UsageError, match=f"speed={speed!r}; expected a number > 0"):
+        simulate("calcium", **CALCIUM, speed=speed)
+
+
+def test_calcium_test_split_with_subframes_holds_the_frame_test_trials():
+    frames = simulate("calcium", seed=6, **CALCIUM, test_fraction=0.2)
+    sub = simulate("calcium", seed=6, **CALCIUM, subframes=4, test_fraction=0.2)
+    np.testing.assert_array_equal(sub["test_inds"], frames["test_inds"])
+    assert sub["test_inds"].size == 3  # one test trial of each of the 3 conditions
+    for kind in ("encod_data", "recon_data", "truth", "latents"):
+        assert sub[f"test_{kind}"].shape[:2] == (3, 40), kind
+    np.testing.assert_array_equal(
+        to_frame_bins(sub["test_encod_data"], 4), frames["test_encod_data"]
+    )
+    assert np.isnan(sub["test_encod_data"]).mean() == pytest.approx(0.75)
+    assert np.isfinite(sub["test_truth"]).all() and np.isfinite(sub["test_latents"]).all()
+
+
 # --------------------------------------------------------------------------- emg
 
 
@@ -228,3 +293,17 @@ def test_cli_simulates_calcium_with_subframes(tmp_path, capsys):
         data, simulate("calcium", seed=2, **CALCIUM, subframes=4)["train_encod_data"]
     )
     assert offsets.shape == (7,)
+
+
+def test_cli_simulates_calcium_at_another_speed(tmp_path):
+    sizes = [f"{k}={v}" for k, v in CALCIUM.items()]
+    paths = {speed: tmp_path / f"speed{speed}.h5" for speed in ("1", "2")}
+    for speed, path in paths.items():
+        assert main(["simulate", "calcium", str(path), f"speed={speed}", *sizes]) == 0
+    latents = {}
+    for speed, path in paths.items():
+        with h5py.File(path, "r") as file:
+            latents[speed] = file["train_latents"][()]
+            assert json.loads(file.attrs["params"])["speed"] == float(speed)
+    assert not np.array_equal(latents["1"], latents["2"])
+    np.testing.assert_array_equal(latents["1"], simulate("calcium", **CALCIUM)["train_latents"])

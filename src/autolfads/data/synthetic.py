@@ -264,6 +264,7 @@ def calcium(
     noise_std: float = 0.1,
     s_min: float = 0.3,
     lorenz_dt: float = 0.1,
+    speed: float = 1.0,
     sigma: float = 10.0,
     rho: float = 28.0,
     beta: float = 8.0 / 3.0,
@@ -276,7 +277,7 @@ def calcium(
 
     Time runs on a fine grid of `sim_subframes` (S) bins per imaging frame. Spikes are Poisson
     with rates `log r = log(base_rate) + gain * C z` (Hz), z the normalised Lorenz state
-    (advancing `lorenz_dt` time units per frame, i.e. fast relative to the frames). Each spike
+    (advancing `lorenz_dt * speed` time units per frame, i.e. fast relative to the frames). Each spike
     adds 1 to the neuron's fluorescence, which decays with time constant `tau` (GCaMP-like; the
     data unit is one spike's transient). The microscope samples neuron n once per frame, at
     `scan_offsets[n]` of the frame (its scan row), and adds Gaussian noise of `noise_std`. The
@@ -298,6 +299,15 @@ def calcium(
     `{split}_latents` (B, T, 3) are the Lorenz latents averaged over each written bin;
     `scan_offsets` (N,) the scan times in fractions of a frame.
 
+    Speed: `speed` runs the latent system faster (> 1) or slower (< 1) relative to the frames;
+    the frame rate and everything downstream of the latents stay the same. The Lorenz flow is
+    the same, only sampled `speed` times further apart in Lorenz time, so every frequency of the
+    latents' power spectrum scales by `speed`. At the defaults (lorenz_dt 0.1, 30 Hz) the
+    latents' power peaks at about 4 Hz, below the frame rate's Nyquist frequency
+    (frame_rate / 2 = 15 Hz); `speed=4` moves the peak to about 16 Hz, above it, where
+    frame-rate data alias the dynamics and sub-frame bins (`subframes` > 1) can still resolve
+    them. `speed=1` gives the arrays of earlier versions bit for bit.
+
     Args:
         n_conditions, trials_per_condition: conditions (Lorenz initial states) and trials of each;
             trials of a condition share latents and rates, not spikes or noise.
@@ -310,7 +320,8 @@ def calcium(
         tau: decay time constant of the fluorescence, seconds.
         noise_std: std of the fluorescence noise, in units of one spike's transient.
         s_min: deconvolution threshold; smaller positive events become 0.
-        lorenz_dt: Lorenz time advanced per frame.
+        lorenz_dt: Lorenz time advanced per frame at speed 1.
+        speed: factor on `lorenz_dt`: how fast the latent system runs relative to the frames.
         sigma, rho, beta: Lorenz parameters.
         burn_in: frames run and discarded before recording.
         n_rows: image rows; neurons sit at random rows, scanned at `row / n_rows` of the frame.
@@ -321,7 +332,7 @@ def calcium(
         n_conditions, trials_per_condition, n_neurons, n_frames, valid_fraction, test_fraction
     )
     _require_positive(frame_rate=frame_rate, base_rate=base_rate, tau=tau, lorenz_dt=lorenz_dt)
-    _require_positive(s_min=s_min)
+    _require_positive(s_min=s_min, speed=speed)
     _require(noise_std >= 0, "noise_std", noise_std, "a number >= 0")
     _require(burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
     _require(n_rows >= 1, "n_rows", n_rows, "an integer >= 1")
@@ -331,7 +342,8 @@ def calcium(
     scan_offsets = scan_offsets_by_row(n_neurons, model_rng, n_rows=n_rows)
     start = cond_rng.standard_normal((n_conditions, 3)) * 5.0 + np.array([0.0, 0.0, 25.0])
     # fine grid: one leading frame (the window of the first event) + n_frames, S bins each
-    fine = _fine_lorenz(start, (sigma, rho, beta), lorenz_dt, burn_in, n_frames + 1, sim_subframes)
+    step = lorenz_dt * speed  # Lorenz time per frame
+    fine = _fine_lorenz(start, (sigma, rho, beta), step, burn_in, n_frames + 1, sim_subframes)
     rates = base_rate * np.exp(fine @ readout.T)  # (C, (T + 1) S, N) in Hz
     counts = rates / (frame_rate * sim_subframes)  # expected spikes per fine bin
     fine_decay = math.exp(-1.0 / (frame_rate * sim_subframes * tau))
@@ -758,6 +770,10 @@ def _lorenz_rates(
     return latents, base_rate * np.exp(latents @ readout.T)
 
 
+_MAX_BURN_IN_STEP = 0.25
+"""Largest Lorenz time of one RK4 bin (5 substeps) of the calcium burn-in; larger frames split."""
+
+
 def _fine_lorenz(
     start: np.ndarray,
     params: tuple[float, float, float],
@@ -768,10 +784,14 @@ def _fine_lorenz(
 ) -> np.ndarray:
     """(C, n_frames * per_frame, 3) normalised Lorenz latents on a grid of `per_frame` bins a frame.
 
-    The burn-in runs at one step per frame (it is discarded), the recording at `per_frame`.
+    The burn-in (discarded) runs at one RK4 bin per frame, or, where a frame is more than
+    `_MAX_BURN_IN_STEP` Lorenz time units (a fast `speed`: RK4 diverges from about 0.8), at the
+    fewest equal bins per frame that are not; the recording runs at `per_frame` bins a frame.
     """
     if burn_in > 0:
-        start = _integrate_lorenz(start, params, step_per_frame, burn_in)[:, -1]
+        bins = max(1, math.ceil(step_per_frame / _MAX_BURN_IN_STEP))  # 1 at speed 1
+        burned = _integrate_lorenz(start, params, step_per_frame / bins, burn_in * bins)
+        start = burned[:, -1]
     states = _integrate_lorenz(start, params, step_per_frame / per_frame, n_frames * per_frame)
     return _standardise(states)
 
