@@ -70,8 +70,9 @@ from variant_fits import (
     write_report,
 )
 
-from autolfads.analysis.baselines import gaussian_smooth
+from autolfads.analysis.bands import high_pass
 from autolfads.analysis.metrics import r2_score, ridge_decoding_r2
+from autolfads.analysis.subframe_scores import at_scan_subbins
 from autolfads.data.subframe import subframe_index
 
 Resample = Callable[[np.ndarray], np.ndarray]
@@ -80,11 +81,6 @@ RIDGE_ALPHA = 1e-2  # the default of metrics.ridge_decoding_r2
 
 
 # --------------------------------------------------------------------------- signal helpers
-
-
-def high_pass(x: np.ndarray, sigma: float) -> np.ndarray:
-    """The fast component of (B, T, C): `x` minus its Gaussian smoothing of std `sigma` bins."""
-    return x - gaussian_smooth(x, sigma)
 
 
 def frames_to_subframes(
@@ -114,12 +110,6 @@ def subframes_to_frames(x: np.ndarray, k: int) -> np.ndarray:
     """(B, T k, C) sub-frame values averaged over each frame: (B, T, C)."""
     b, n, c = x.shape
     return x.reshape(b, n // k, k, c).mean(axis=2)
-
-
-def scanned_subbins(x: np.ndarray, k: int, scan_bin: np.ndarray) -> np.ndarray:
-    """(B, T k, N) sub-frame values of each neuron at its scan sub-bin of each frame: (B, T, N)."""
-    b, n, c = x.shape
-    return x.reshape(b, n // k, k, c)[:, :, scan_bin, np.arange(c)]
 
 
 def ridge_predictions(
@@ -235,7 +225,8 @@ def score_all(radical: dict, lfads: dict, k: int, sigma_frames: float) -> dict:
     sub_sigma, frame_sigma = sigma_frames * k, sigma_frames
     scan_bin = subframe_index(radical["scan_offsets"], k)  # (N,) scan sub-bin of each neuron
     # the frame truth is the sub-frame truth at each neuron's scan sub-bin
-    assert np.allclose(scanned_subbins(sub_truth["valid"], k, scan_bin), frame_truth["valid"])
+    offsets = radical["scan_offsets"]
+    assert np.allclose(at_scan_subbins(sub_truth["valid"], offsets, k), frame_truth["valid"])
 
     def same(a: np.ndarray) -> np.ndarray:
         return a
@@ -253,7 +244,7 @@ def score_all(radical: dict, lfads: dict, k: int, sigma_frames: float) -> dict:
         return subframes_to_frames(a, k)
 
     def at_scans(a: np.ndarray) -> np.ndarray:
-        return scanned_subbins(a, k, scan_bin)
+        return at_scan_subbins(a, offsets, k)
 
     sub = (sub_latents, sub_truth, sub_sigma)
     frame = (frame_latents, frame_truth, frame_sigma)
