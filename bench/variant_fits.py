@@ -1,5 +1,6 @@
-"""Pieces shared by bench/emg.py and bench/radical.py: run the CLI in-process, train one model with a
-packaged config, read its files back, and write the markdown + JSON report (not a benchmark itself)."""
+"""Pieces shared by bench/emg.py, bench/radical.py and bench/radical_sweep.py: run the CLI
+in-process, train one model (or a population) with a packaged config, read its files back, and
+write the markdown + JSON report (not a benchmark itself)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -37,12 +39,20 @@ def run_cli(argv: list[str]) -> None:
         sys.exit(f"autolfads {argv[0]} failed with exit status {status}")
 
 
-def train(config: str, data: Path, out: Path, args: argparse.Namespace) -> float:
-    """`autolfads train DATA -c CONFIG -o OUT` with the script's fit options; returns wall seconds."""
+def train(
+    config: str,
+    data: Path,
+    out: Path,
+    args: argparse.Namespace,
+    command: str = "train",
+    extra: Sequence[str] = (),
+) -> float:
+    """`autolfads COMMAND DATA -c CONFIG -o OUT` (COMMAND `train`, or `run` for AutoLFADS) with the
+    script's fit options, then the `extra` overrides, then the script's; returns wall seconds."""
     start = time.perf_counter()
     run_cli(
         [
-            "train",
+            command,
             str(data),
             "-c",
             config,
@@ -58,6 +68,7 @@ def train(config: str, data: Path, out: Path, args: argparse.Namespace) -> float
             f"datamodule.batch_size={args.batch_size}",
             f"trainer.ramp_epochs={args.ramp_epochs}",
             f"trainer.early_stopping_patience={args.patience}",
+            *extra,
             *args.overrides,
         ]
     )
@@ -72,10 +83,15 @@ def fit_epochs(out: Path) -> tuple[int, int]:
     return len(rows), int(np.argmin(smth))
 
 
-def read_splits(path: Path, keys: list[str], extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """`{split}_{key}` for train and valid, the scalar conversion_factor, and the `extra` datasets."""
+def read_splits(
+    path: Path,
+    keys: list[str],
+    extra: tuple[str, ...] = (),
+    splits: tuple[str, ...] = ("train", "valid"),
+) -> dict[str, np.ndarray]:
+    """`{split}_{key}` for the `splits`, the scalar conversion_factor, and the `extra` datasets."""
     with h5py.File(path, "r") as f:
-        arrays = {f"{s}_{k}": f[f"{s}_{k}"][()] for s in ("train", "valid") for k in keys}
+        arrays = {f"{s}_{k}": f[f"{s}_{k}"][()] for s in splits for k in keys}
         arrays["conversion_factor"] = float(f["conversion_factor"][()])
         arrays.update({key: f[key][()] for key in extra})
     return arrays
