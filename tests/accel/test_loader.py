@@ -57,3 +57,12 @@ def test_a_new_process_loads_the_kernels_past_a_stale_torch_lock():
         pytest.fail(f"a new process waited on {stale} for 300 s")
     finally:
         stale.unlink(missing_ok=True)
+
+
+def test_each_installed_copy_builds_in_its_own_folder(monkeypatch, tmp_path):
+    """Two checkouts sharing ~/.cache/torch_extensions must not rebuild over each other."""
+    here, _, _ = loader._flags()
+    monkeypatch.setattr(loader, "_CSRC", tmp_path / "csrc")
+    elsewhere, _, _ = loader._flags()
+    assert here != elsewhere and here.isidentifier() and elsewhere.isidentifier()
+    assert here.startswith("autolfads_loops")

@@ -38,16 +38,20 @@ def load_failure() -> str | None:
 
 
 def _flags() -> tuple[str, list[str], list[str]]:
-    """Extension name (vector width in it: one build each), compiler flags and linker flags.
+    """Extension name, compiler flags and linker flags.
 
+    The name carries the vector width (one build each) and a digest of where the sources are
+    (one build folder per installed copy: two checkouts or environments would otherwise rebuild
+    over each other, each one's paths replacing the other's in the build folder).
     On Linux torch's CPU threads are OpenMP (GNU), so the loops are built with -fopenmp to share
     them; elsewhere (e.g. macOS, torch's native thread pool) ATen's parallel_for needs no flag.
     """
     # torch rebuilds when a source or a flag changes, not a header: the headers' digest is a flag
     digest = hashlib.sha1(b"".join(h.read_bytes() for h in _HEADERS)).hexdigest()[:12]
     flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", f"-DAUTOLFADS_HEADERS={digest}"]
+    where = hashlib.sha1(str(_CSRC.resolve()).encode()).hexdigest()[:8]
     if not sys.platform.startswith("linux"):
-        return "autolfads_loops", flags, []
+        return f"autolfads_loops_{where}", flags, []
     flags.append("-fopenmp")
     name, capability = "autolfads_loops", torch.backends.cpu.get_cpu_capability()
     if capability == "AVX512":
@@ -57,7 +61,7 @@ def _flags() -> tuple[str, list[str], list[str]]:
     elif capability == "AVX2":
         name += "_avx2"
         flags += ["-mavx2", "-mfma"]
-    return name, flags, ["-fopenmp"]
+    return f"{name}_{where}", flags, ["-fopenmp"]
 
 
 def _build_directory(name: str) -> Path | None:
