@@ -32,12 +32,16 @@ OUT/table.md and OUT/results.json.
 
     .venv/bin/python bench/pbt_vs_search.py [--datasets anchor one_trial pmd emg] [--seeds 0 1 2]
         [--methods pbt search default] [--jobs 2] [--workers 8] [--out bench/out/pbt_vs_search]
-        [--quick] [--table-only]
+        [--epochs E --interval I --burn-in B --ramp R] [--quick] [--table-only]
+
+`--epochs` and the PBT schedule options replace every chosen dataset's preset (use another
+`--out` for another budget).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -83,6 +87,16 @@ DATASETS = {
 QUICK = {  # a smoke run of every path: tiny data, 2 workers, a few epochs
     name: Dataset(d.config, 6, 2, 2, 2, d.scores, d.overrides) for name, d in DATASETS.items()
 }
+
+
+SCHEDULE = ("epochs", "interval", "burn_in", "ramp")  # options that replace a dataset's preset
+
+
+def budget(name: str, args: argparse.Namespace) -> Dataset:
+    """The dataset's preset (or the quick one), with the schedule options given on the command line."""
+    preset = (QUICK if args.quick else DATASETS)[name]
+    given = {k: getattr(args, k) for k in SCHEDULE if getattr(args, k) is not None}
+    return dataclasses.replace(preset, **given)
 
 
 # --------------------------------------------------------------------------- data
@@ -196,7 +210,7 @@ def job_config(name: str, data: Dataset, method: str, seed: int, workers: int):
 
 def run_job(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
     """Fit one (dataset, method, seed), score the chosen model on every split; the job's record."""
-    data = (QUICK if args.quick else DATASETS)[name]
+    data = budget(name, args)
     path = build_data(name, Path(args.out) / "data", args.quick)
     if path is None:
         return {"dataset": name, "method": method, "seed": seed, "skipped": "no data"}
@@ -254,6 +268,9 @@ def run_all(args: argparse.Namespace) -> None:
             d, m, s = todo.pop(0)
             cmd = [sys.executable, __file__, "--one", f"{d}:{m}:{s}", "--out", str(out)]
             cmd += ["--workers", str(args.workers)] + (["--quick"] if args.quick else [])
+            for option in SCHEDULE:
+                if getattr(args, option) is not None:
+                    cmd += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
             running.append((subprocess.Popen(cmd), f"{d}:{m}:{s}"))
             print(f"started {d} {m} seed {s}", flush=True)
         time.sleep(2)
@@ -291,7 +308,7 @@ def table(args: argparse.Namespace) -> str:
     records = [json.loads(p.read_text()) for p in sorted((out / "jobs").glob("*.json"))]
     lines = []
     for name in args.datasets:
-        data = (QUICK if args.quick else DATASETS)[name]
+        data = budget(name, args)
         rows = [r for r in records if r["dataset"] == name and "skipped" not in r]
         if not rows:
             continue
@@ -323,6 +340,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--workers", type=int, default=8, help="N: population size and search size")
+    p.add_argument("--epochs", type=int, help="E: epochs per worker (default: the dataset's)")
+    p.add_argument(
+        "--interval", type=int, help="PBT epochs per generation (default: the dataset's)"
+    )
+    p.add_argument("--burn-in", type=int, help="PBT epochs before the first exploit")
+    p.add_argument("--ramp", type=int, help="the workers' KL/L2 warm-up epochs")
     p.add_argument("--jobs", type=int, default=2, help="jobs run at a time (one thread each)")
     p.add_argument("--out", default="bench/out/pbt_vs_search")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny data, few epochs")
