@@ -32,10 +32,11 @@ OUT/table.md and OUT/results.json.
 
     .venv/bin/python bench/pbt_vs_search.py [--datasets anchor one_trial pmd emg] [--seeds 0 1 2]
         [--methods pbt search default] [--jobs 2] [--workers 8] [--out bench/out/pbt_vs_search]
-        [--epochs E --interval I --burn-in B --ramp R] [--quick] [--table-only]
+        [--epochs E --interval I --burn-in B --ramp R] [--quick] [--table-only] [key=value ...]
 
 `--epochs` and the PBT schedule options replace every chosen dataset's preset (use another
-`--out` for another budget).
+`--out` for another budget); `key=value` words go to every job's config, after the method's own
+(e.g. `model.kl_ic_scale=1e-6` with `--methods default`).
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def build_data(name: str, folder: Path, quick: bool) -> Path | None:
 # --------------------------------------------------------------------------- fits
 
 
-def job_config(name: str, data: Dataset, method: str, seed: int, workers: int):
-    """The resolved config of one job."""
+def job_config(name: str, data: Dataset, method: str, seed: int, workers: int, extra: list[str]):
+    """The resolved config of one job (`extra`: the command line's `key=value` words, last)."""
     overrides = [f"seed={seed}", "pbt.backend=inline", *data.overrides]
     if name == "pmd":
         overrides += pmd_overrides()
@@ -205,7 +206,7 @@ def job_config(name: str, data: Dataset, method: str, seed: int, workers: int):
         cfg = load_config(data.config, overrides)
         draw_all = [f"pbt.hps.{hp}.init=null" for hp in cfg.pbt.hps if "init" in cfg.pbt.hps[hp]]
         overrides += ["pbt.exploit.method=none", *draw_all]
-    return load_config(data.config, overrides)
+    return load_config(data.config, [*overrides, *extra])
 
 
 def run_job(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -214,7 +215,7 @@ def run_job(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
     path = build_data(name, Path(args.out) / "data", args.quick)
     if path is None:
         return {"dataset": name, "method": method, "seed": seed, "skipped": "no data"}
-    cfg = job_config(name, data, method, seed, args.workers)
+    cfg = job_config(name, data, method, seed, args.workers, args.overrides)
     sessions = load_sessions([str(path)], cfg, quiet=True)
     start = time.perf_counter()
     if method == "default":
@@ -267,6 +268,7 @@ def run_all(args: argparse.Namespace) -> None:
         while todo and len(running) < args.jobs:
             d, m, s = todo.pop(0)
             cmd = [sys.executable, __file__, "--one", f"{d}:{m}:{s}", "--out", str(out)]
+            cmd += args.overrides
             cmd += ["--workers", str(args.workers)] + (["--quick"] if args.quick else [])
             for option in SCHEDULE:
                 if getattr(args, option) is not None:
@@ -350,6 +352,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="bench/out/pbt_vs_search")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny data, few epochs")
     p.add_argument("--table-only", action="store_true", help="only print the table of done jobs")
+    p.add_argument("overrides", nargs="*", help="key=value config words for every job")
     p.add_argument("--one", metavar="DATASET:METHOD:SEED", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
