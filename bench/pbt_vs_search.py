@@ -219,7 +219,9 @@ def run_job(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
     sessions = load_sessions([str(path)], cfg, quiet=True)
     start = time.perf_counter()
     if method == "default":
-        fit = fit_single_model(cfg, sessions, None, quiet=True)
+        log_dir = Path(args.out) / "fitlogs" / f"{name}-{method}-{seed}"  # the epochs' scores
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fit = fit_single_model(cfg, sessions, log_dir, quiet=True)
         model, epochs, worker_epochs = fit.model, fit.epochs_run, fit.epochs_run
         chosen = {"best_epoch": fit.best_epoch, "stop": fit.stop_reason}
     else:
