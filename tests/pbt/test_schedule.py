@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from autolfads.config import load_config
 from autolfads.pbt.schedule import GenerationSchedule
 
 
@@ -26,9 +27,17 @@ def test_burn_in_then_intervals_and_the_last_generation_cut_at_max_epochs():
     assert cut.n_generations() == 4
 
 
-def test_packaged_defaults_make_seven_generations_of_200_epochs():
-    schedule = GenerationSchedule(max_epochs=200, burn_in=50, interval=25, warmup_end=50)
-    assert spans(schedule)[-1] == (175, 200) and len(spans(schedule)) == 7
+def test_packaged_defaults_make_nineteen_generations_of_500_epochs():
+    cfg = load_config()
+    warmup_end = cfg.trainer.ramp_start + cfg.trainer.ramp_epochs
+    schedule = GenerationSchedule(
+        max_epochs=cfg.trainer.max_epochs,
+        burn_in=cfg.pbt.burn_in_period,
+        interval=cfg.pbt.perturbation_interval,
+        warmup_end=warmup_end,
+    )
+    assert spans(schedule)[0] == (0, 50) and spans(schedule)[-1] == (475, 500)
+    assert len(spans(schedule)) == 19
     assert schedule.notes() == []
 
 
