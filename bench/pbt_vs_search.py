@@ -138,11 +138,18 @@ def one_trial_arrays(anchor: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def pmd_file(path: Path, quick: bool) -> Path | None:
-    """DataHigh PMd example 2 written as the example does (68/22/22 trials); None if absent."""
-    sys.path.insert(0, str(REPO / "examples"))
+def pmd_example():
+    """examples/pmd_datahigh.py as a module: its data preparation and model sizes."""
+    if str(REPO / "examples") not in sys.path:
+        sys.path.insert(0, str(REPO / "examples"))
     import pmd_datahigh
 
+    return pmd_datahigh
+
+
+def pmd_file(path: Path) -> Path | None:
+    """DataHigh PMd example 2 written as the example does (68/22/22 trials); None if absent."""
+    pmd_datahigh = pmd_example()
     source = pmd_datahigh.DEFAULT_DATA
     if not (source / pmd_datahigh.NPZ_NAME).is_file():
         print(f"pmd: {source / pmd_datahigh.NPZ_NAME} not found, skipped", flush=True)
@@ -156,10 +163,7 @@ def pmd_file(path: Path, quick: bool) -> Path | None:
 
 def pmd_overrides() -> tuple[str, ...]:
     """The example's model sizes; its PBT schedule is set by the dataset's budget here."""
-    sys.path.insert(0, str(REPO / "examples"))
-    import pmd_datahigh
-
-    return tuple(o for o in pmd_datahigh.MODEL if not o.startswith(("pbt.", "trainer.ramp")))
+    return tuple(o for o in pmd_example().MODEL if not o.startswith(("pbt.", "trainer.ramp")))
 
 
 def build_data(name: str, folder: Path, quick: bool) -> Path | None:
@@ -174,7 +178,7 @@ def build_data(name: str, folder: Path, quick: bool) -> Path | None:
     if name == "one_trial":
         return write_session_file(path, one_trial_arrays(anchor_arrays(quick)), attrs)
     if name == "pmd":
-        return pmd_file(path, quick)
+        return pmd_file(path)
     if name == "emg":
         size = ["n_conditions=6", "trials_per_condition=5"] if quick else []
         return simulate_to_file(
