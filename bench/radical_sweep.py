@@ -34,20 +34,22 @@ posterior-averaged outputs, `--samples` samples), at sub-frame resolution:
   against the expected event (truth / conversion_factor) only at each neuron's scan sub-bin of
   each frame, the elements that were observed; LFADS's frame rate is its prediction there.
 
-Full sweep (not yet run):
+Runs (bench/RESULTS.md, "RADICaL vs frame-rate LFADS across latent speeds", has the commands,
+tables and wall times):
 
-    nice -n 10 .venv/bin/python bench/radical_sweep.py --speeds 1 2 4 8 --seeds 0 1 2
+    .venv/bin/python bench/radical_sweep.py --speeds 1 2 4 8 --seeds 0 1 2 --resume
+    .venv/bin/python bench/radical_sweep.py --speeds 1 2 4 8 --seeds 0 1 2 --resume \
+        --pbt 8 --out bench/out/radical_sweep_pbt pbt.backend=inline pbt.workers_per_shard=8 \
+        pbt.perturbation_interval=10 pbt.burn_in_period=20
 
-Its time on a 2-core CPU, 1 torch thread, from fits of this size measured with 1, 3 and 6 epochs
-(speed 1, seed 0, another job loading the machine): RADICaL ~2.2 s an epoch + ~28 s (setup and
-50-sample posteriors), LFADS ~0.9 s an epoch + ~8 s, so ~3.2 min per speed and seed at 50 epochs
-and ~40 min for the 12; an earlier, more loaded run of the same size (bench/RESULTS.md, RADICaL
-520 s and LFADS 134 s for 50 epochs) would make it ~2.2 h. `--pbt N` multiplies the fits' epochs
-by N (with `pbt.backend=inline` on a small CPU; the default may start a local Ray).
+Single models of 50 epochs took ~25 min for the 12 speeds and seeds on a 2-core CPU (three seed
+processes at once); AutoLFADS with 8 workers of 50 epochs ~8x that. `--lfads-epochs E` gives
+LFADS E epochs (per worker) instead of `--epochs`: with E = K x `--epochs` it gets about
+RADICaL's wall time rather than its epochs.
 
 Other options: [--epochs 50] [--ramp-epochs 15] [--batch-size 50] [--conditions 40] [--trials 20]
 [--neurons 40] [--frames 50] [--subframes 4] [--test-fraction 0.2] [--band-hz 5.6 15]
-[--samples 50] [--pbt N] [--generations G] [--resume] [--quick] [k=v ...] (`k=v` config overrides
+[--samples 50] [--lfads-epochs E] [--pbt N] [--generations G] [--resume] [--quick] [k=v ...] (`k=v` config overrides
 go to every fit). `--quick` is a < 1 min smoke run (speeds 1 and 4, seed 0, tiny data and model).
 `--resume` keeps the fits already finished in the output folder. Writes bench/out/radical_sweep/
 (data, fits), bench/out/radical_sweep.md / .json and bench/out/radical_sweep.png.
@@ -126,10 +128,11 @@ def pbt_overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
-def fit(data: Path, out: Path, args: argparse.Namespace, seed: int) -> dict:
-    """One fit (single model, or AutoLFADS with --pbt) of `data`; returns its outputs and costs."""
+def fit(data: Path, out: Path, args: argparse.Namespace, seed: int, epochs: int) -> dict:
+    """One fit (single model, or AutoLFADS with --pbt) of `data` for `epochs` epochs (per worker);
+    returns its outputs and costs."""
     if not (args.resume and (out / "bench_fit.json").exists()):
-        fit_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        fit_args = argparse.Namespace(**{**vars(args), "seed": seed, "epochs": epochs})
         if args.pbt:
             wall = train("radical", data, out, fit_args, "run", pbt_overrides(args))
         else:
@@ -214,7 +217,11 @@ def run_one(out: Path, args: argparse.Namespace, speed: float, seed: int, bands:
         model: simulate(out, args, speed, seed, res)
         for model, res in zip(MODELS, (k, 1), strict=True)
     }
-    fits = {m: fit(data[m], out / f"speed{speed:g}_seed{seed}_{m}", args, seed) for m in MODELS}
+    epochs = {"RADICaL": args.epochs, "LFADS": args.lfads_epochs or args.epochs}
+    fits = {
+        m: fit(data[m], out / f"speed{speed:g}_seed{seed}_{m}", args, seed, epochs[m])
+        for m in MODELS
+    }
     radical, lfads = fits["RADICaL"], fits["LFADS"]
     for split in SPLITS:  # same seed: the same trials in the same split
         assert np.array_equal(radical[f"{split}_inds"], lfads[f"{split}_inds"]), split
@@ -380,6 +387,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--band-hz", type=float, nargs="+", default=[5.6, FRAME_RATE / 2], help="band cuts, Hz"
     )
     parser.add_argument("--samples", type=int, default=50, help="posterior samples")
+    parser.add_argument(
+        "--lfads-epochs",
+        type=int,
+        default=None,
+        help="LFADS's epochs (per worker), default --epochs; e.g. K x --epochs gives it RADICaL's "
+        "wall time",
+    )
     parser.add_argument("--pbt", type=int, default=0, help="AutoLFADS with N workers (0: off)")
     parser.add_argument("--generations", type=int, default=None, help="pbt.max_generations")
     parser.add_argument("--threads", type=int, default=1)
@@ -413,12 +427,15 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds
     ]
     n = runs[0]["n_trials"]
+    lfads_epochs = (
+        f" (LFADS {args.lfads_epochs})" if args.lfads_epochs not in (None, args.epochs) else ""
+    )
     fit_kind = (
-        f"AutoLFADS (`autolfads run`), {args.pbt} workers, {args.epochs} epochs each"
+        f"AutoLFADS (`autolfads run`), {args.pbt} workers, {args.epochs}{lfads_epochs} epochs each"
         + (f", at most {args.generations} generations" if args.generations else "")
         if args.pbt
-        else f"one model each (`autolfads train`), {args.epochs} max epochs, best epoch by "
-        f"valid/recon_smth, early-stopping patience {args.patience}"
+        else f"one model each (`autolfads train`), {args.epochs}{lfads_epochs} max epochs, best "
+        f"epoch by valid/recon_smth, early-stopping patience {args.patience}"
     )
     model = OmegaConf.load(next(out.glob("*_RADICaL/config.yaml"))).model
     report = {
