@@ -155,6 +155,65 @@ def test_zig_regularizer_shape_and_value():
     torch.testing.assert_close(model.log_scale.grad, 2 * (scale - prior) * scale / 4)
 
 
+def _zig_events(scales: torch.Tensor, n: int, shape: float, q: float, s_min: float, seed: int):
+    """(n, N) zero-inflated gamma draws with per-channel `scales`, a fifth of them NaN."""
+    g = _gen(seed)
+    gamma = D.Gamma(torch.full_like(scales, shape), 1.0 / scales).sample((n,))
+    y = torch.where(torch.rand(n, scales.numel(), generator=g) < q, s_min + gamma, 0.0)
+    return torch.where(torch.rand(y.shape, generator=g) < 0.2, torch.nan, y)
+
+
+def test_zig_moment_scales_recover_each_channels_scale_and_pool_the_rare_ones():
+    scales = torch.tensor([0.05, 0.3, 2.0, 7.0], dtype=torch.float64)
+    data = _zig_events(scales, 20_000, shape=3.0, q=0.3, s_min=0.3, seed=11)
+    data[:, 3] = torch.where(torch.arange(20_000) < 2, 0.3 + scales[3], 0.0)  # 2 events only
+    model = ZeroInflatedGamma(2, 4, s_min=0.3).double()
+    got = model.moment_scales(data)
+    torch.testing.assert_close(got[:3], scales[:3], rtol=0.06, atol=0.0)
+    events = data[torch.isfinite(data) & (data > 0)] - 0.3
+    torch.testing.assert_close(got[3], events.var() / events.mean())  # pooled
+    no_events = ZeroInflatedGamma(1, 2, s_min=0.3).moment_scales(torch.zeros(10, 2))
+    torch.testing.assert_close(no_events, torch.ones(2))
+
+
+def test_zig_scales_from_data_start_at_the_estimate_and_do_not_depend_on_units():
+    scales = torch.tensor([0.1, 0.4, 1.5])
+    data = _zig_events(scales, 4000, shape=4.0, q=0.4, s_min=0.3, seed=12)
+    penalties = []
+    for unit in (1.0, 100.0):  # the same events in other units (s_min with them)
+        model = ZeroInflatedGamma(2, 3, s_min=0.3 * unit, gamma_prior=2.0, scale_from_data=True)
+        with torch.no_grad():
+            model.gamma_prior[1] = 0.5  # PBT's draw for worker 1
+        model.init_from_data(data * unit)
+        reference = model.moment_scales(data * unit)
+        torch.testing.assert_close(model.scale_reference, reference.expand(2, 3))
+        start = torch.stack([2.0 * reference, 0.5 * reference])
+        torch.testing.assert_close(model.log_scale.detach().exp(), start)
+        torch.testing.assert_close(model.regularizer(), torch.zeros(2))
+        with torch.no_grad():
+            model.log_scale.add_(math.log(1.5))  # every scale 1.5x its start
+        penalties.append(model.regularizer())
+    torch.testing.assert_close(penalties[0], torch.tensor([1.0, 0.0625]))  # (3 - 2)^2, (.75 - .5)^2
+    torch.testing.assert_close(penalties[1], penalties[0])
+
+
+def test_zig_without_scales_from_data_keeps_the_prior_in_data_units():
+    model = ZeroInflatedGamma(1, 3, s_min=0.3, gamma_prior=0.7)
+    model.init_from_data(_zig_events(torch.tensor([0.1, 0.4, 1.5]), 500, 4.0, 0.4, 0.3, seed=13))
+    torch.testing.assert_close(model.log_scale.detach().exp(), torch.full((1, 3), 0.7))
+    torch.testing.assert_close(model.scale_reference, torch.ones(1, 3))
+
+
+def test_zig_loads_a_state_dict_from_before_the_scale_reference():
+    old = ZeroInflatedGamma(2, 3, gamma_prior=0.5).state_dict()
+    del old["scale_reference"]
+    model = ZeroInflatedGamma(2, 3, scale_from_data=True)
+    model.scale_reference.fill_(4.0)
+    model.load_state_dict(old)
+    torch.testing.assert_close(model.scale_reference, torch.ones(2, 3))
+    torch.testing.assert_close(model.gamma_prior, torch.full((2,), 0.5))
+
+
 def test_zig_rejects_bad_settings():
     with pytest.raises(ConfigError, match="s_min"):
         ZeroInflatedGamma(1, 2, s_min=0.0)

@@ -104,6 +104,24 @@ def test_set_hps_reaches_the_observation_model():
     assert shard.net.observation[0].gamma_prior.tolist() == [2.0, 3.0]
 
 
+@pytest.mark.parametrize("from_data", [True, False])
+def test_zig_scales_start_from_each_channels_training_events(from_data):
+    session, _ = rotating_poisson_session(T=8, N=6)  # counts: events of 1, 2, ... above s_min
+    structure = tiny_structure(reconstruction="zig", gamma_scale_from_data=from_data)
+    shard = Shard(structure, tiny_settings(), default_hps(2, gamma_prior=2.0))
+    shard.init_readout_biases([session])
+    obs = shard.net.observation[0]
+    targets = session.recon["train"].flatten(0, 1)
+    reference = obs.moment_scales(targets)
+    assert not torch.allclose(reference, torch.ones(6))
+    # from data: the workers' prior (2) x each channel's estimate; else the structure's 1.0
+    start = 2.0 * reference.expand(2, 6) if from_data else torch.ones(2, 6)
+    torch.testing.assert_close(obs.log_scale.detach().exp(), start)
+    # the read-out's bias is set after the scales: each channel's mean is its data mean
+    mean = obs.mean(shard.net.readout[0].bias.view(2, 1, 1, 6, 2))[:, 0, 0]
+    torch.testing.assert_close(mean, targets.mean(0).expand(2, 6), rtol=1e-4, atol=1e-5)
+
+
 def test_worker_with_zero_learning_rate_keeps_its_weights(data, device):
     data = [session_on(d, device) for d in data]
     shard = _shard(2, device=device, lr_init=[0.01, 0.0])

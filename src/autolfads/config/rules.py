@@ -269,6 +269,7 @@ RULES: dict[str, Rule] = {
     "model.allow_noninteger": FLAG,
     "model.s_min": POSITIVE,
     "model.gamma_prior": _searched(POSITIVE),
+    "model.gamma_scale_from_data": FLAG,
     "model.l2_gamma_scale": _searched(SCALE),
     "model.log_input": FLAG,
     # datamodule

@@ -114,6 +114,10 @@ class ObservationModel(nn.Module):
         """(N, P) readout bias whose `mean` is close to `mean_data` (N,), channel means."""
         raise NotImplementedError
 
+    def init_from_data(self, targets: Tensor) -> None:
+        """Start the model's own parameters from the training targets (M, N), NaN where not
+        observed; called once before training, before `init_bias`. Nothing here."""
+
     def _unbind_params(self, params: Tensor) -> tuple[Tensor, ...]:
         """Split raw params (..., P) into P tensors (...)."""
         if params.shape[-1] != self.n_params:
@@ -203,8 +207,7 @@ class ZeroInflatedGamma(ObservationModel):
 
     Generative model per bin and channel: with probability 1 - q, y = 0; otherwise
     y = s_min + g with g ~ Gamma(shape alpha, scale theta). Raw params (log alpha, logit q) per bin;
-    theta = exp(`log_scale`) is a learned scale per worker and channel, (K, N), initialised at
-    `gamma_prior`. Hence
+    theta = exp(`log_scale`) is a learned scale per worker and channel, (K, N). Hence
 
         log p(0) = log(1 - q),  log p(y > 0) = log q + log Gamma(y - s_min; alpha, theta),
 
@@ -212,14 +215,21 @@ class ZeroInflatedGamma(ObservationModel):
 
         mean = E[y] = q * (s_min + alpha * theta).
 
+    The scales are measured against a reference theta_ref (K, N), the buffer `scale_reference`:
+    1 (so `gamma_prior` is the scales' value in data units) unless `scale_from_data` is set, when
+    `init_from_data` makes it each channel's moment estimate of the scale from the training events
+    (`moment_scales`), so the prior does not depend on the data's units. The scales start at
+    gamma_prior * theta_ref, and `regularizer()` pulls them back there:
+
+        R = mean over N of (theta / theta_ref - gamma_prior)^2, shape (K,).
+
     Args:
         n_workers: K.
         n_channels: N.
         s_min: smallest non-zero value (event threshold), > 0.
-        gamma_prior: prior value of the scales theta, > 0; stored per worker in the buffer
-            `gamma_prior` (K,), which PBT may change.
-
-    `regularizer()` is mean over N of (theta - gamma_prior)^2, shape (K,).
+        gamma_prior: prior value of the scales theta over theta_ref, > 0; stored per worker in the
+            buffer `gamma_prior` (K,), which PBT may change.
+        scale_from_data: `init_from_data` sets theta_ref to the data's moment estimates.
     """
 
     n_params = 2
@@ -227,15 +237,58 @@ class ZeroInflatedGamma(ObservationModel):
     placeholder = 0.0  # a zero observation: always a valid value
 
     def __init__(
-        self, n_workers: int, n_channels: int, s_min: float = 0.1, gamma_prior: float = 1.0
+        self,
+        n_workers: int,
+        n_channels: int,
+        s_min: float = 0.1,
+        gamma_prior: float = 1.0,
+        scale_from_data: bool = False,
     ) -> None:
         super().__init__(n_workers, n_channels)
         for arg, value in (("s_min", s_min), ("gamma_prior", gamma_prior)):
             if not value > 0:
                 raise ConfigError(f"zero-inflated gamma `{arg}` must be > 0, got {value!r}")
         self.s_min = float(s_min)
+        self.scale_from_data = bool(scale_from_data)
         self.log_scale = nn.Parameter(torch.full((n_workers, n_channels), math.log(gamma_prior)))
         self.register_buffer("gamma_prior", torch.full((n_workers,), float(gamma_prior)))
+        self.register_buffer("scale_reference", torch.ones(n_workers, n_channels))
+
+    @torch.no_grad()
+    def moment_scales(self, data: Tensor, min_events: int = 3) -> Tensor:
+        """Each channel's gamma scale by the method of moments, var(g) / mean(g), over its events.
+
+        g = y - s_min over the finite y > 0 of `data` (M, N) (NaN: not observed). A channel with
+        fewer than `min_events` events, or no spread, gets the estimate of all channels' events
+        pooled; with none of those either, 1. Returns (N,), > 0.
+        """
+        events = torch.isfinite(data) & (data > 0)
+        g = torch.where(events, (data - self.s_min).clamp_min(GAMMA_EPS), torch.zeros_like(data))
+        count = events.sum(0)
+        mean = g.sum(0) / count.clamp_min(1)
+        spread = torch.where(events, g - mean, torch.zeros_like(g)).pow(2).sum(0)
+        scale = spread / (count - 1).clamp_min(1) / mean.clamp_min(GAMMA_EPS)
+        pooled_g = g[events]
+        pooled = pooled_g.var() / pooled_g.mean() if pooled_g.numel() >= min_events else None
+        fallback = pooled if pooled is not None and pooled > 0 else torch.ones((), dtype=g.dtype)
+        usable = (count >= min_events) & (scale > 0) & torch.isfinite(scale)
+        return torch.where(usable, scale, fallback.to(scale))
+
+    @torch.no_grad()
+    def init_from_data(self, targets: Tensor) -> None:
+        """With `scale_from_data`: theta_ref = `moment_scales(targets)` ((M, N) training targets,
+        NaN where not observed) for every worker, and the scales restart at gamma_prior *
+        theta_ref. Otherwise nothing."""
+        if not self.scale_from_data:
+            return
+        reference = self.moment_scales(targets).to(self.scale_reference)
+        self.scale_reference.copy_(reference.expand_as(self.scale_reference))
+        self.log_scale.copy_((self.gamma_prior[:, None] * self.scale_reference).log())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # checkpoints written before the reference existed measured the scales in data units
+        state_dict.setdefault(prefix + "scale_reference", torch.ones_like(self.scale_reference))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _log_scale(self) -> Tensor:
         return self.log_scale[:, None, None, :]  # (K, 1, 1, N)
@@ -255,8 +308,8 @@ class ZeroInflatedGamma(ObservationModel):
         return torch.sigmoid(logit_q) * (self.s_min + gamma_mean)
 
     def regularizer(self) -> Tensor:
-        scale = self.log_scale.exp()  # (K, N)
-        return ((scale - self.gamma_prior[:, None]) ** 2).mean(dim=-1)
+        relative = self.log_scale.exp() / self.scale_reference  # (K, N)
+        return ((relative - self.gamma_prior[:, None]) ** 2).mean(dim=-1)
 
     def init_bias(self, mean_data: Tensor) -> Tensor:
         """Bias (log alpha, logit q) giving mean m = `mean_data` per channel.

@@ -51,6 +51,7 @@ class LFADSStructure:
     readout: str = _DEFAULTS.readout
     s_min: float = _DEFAULTS.s_min
     gamma_prior: float = _DEFAULTS.gamma_prior
+    gamma_scale_from_data: bool = _DEFAULTS.gamma_scale_from_data
     log_input: bool = _DEFAULTS.log_input
 
     def __post_init__(self) -> None:
@@ -89,7 +90,8 @@ class LFADSStructure:
             "s_min",
             "gamma_prior",
         )
-        return {name: getattr(self, name) for name in names}
+        settings = {name: getattr(self, name) for name in names}
+        return {**settings, "scale_from_data": self.gamma_scale_from_data}
 
     @property
     def n_sessions(self) -> int:

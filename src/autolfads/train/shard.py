@@ -218,9 +218,12 @@ class Shard:
 
     # ----------------------------------------------------------------- training
     def init_readout_biases(self, data: Sequence[SessionTensors]) -> None:
-        """Start each session's read-out at the channel means of its training targets."""
+        """Start each session's observation model from its training targets (e.g. the
+        zero-inflated gamma's scales) and its read-out at their channel means."""
         for s, d in enumerate(data):
-            mean = torch.nanmean(d.recon["train"].flatten(0, 1), dim=0)
+            targets = d.recon["train"].flatten(0, 1)  # (B T, N), NaN where not observed
+            self.net.observation_model(s).init_from_data(targets)
+            mean = torch.nanmean(targets, dim=0)
             self.net.init_readout_bias(s, torch.nan_to_num(mean, nan=0.0))
 
     def train_epoch(self, data: Sequence[SessionTensors], epoch: int) -> dict[str, np.ndarray]:
