@@ -43,7 +43,8 @@ tables and wall times):
         pbt.perturbation_interval=10 pbt.burn_in_period=20
 
 Single models of 50 epochs took ~25 min for the 12 speeds and seeds on a 2-core CPU (three seed
-processes at once); AutoLFADS with 8 workers of 50 epochs ~8x that. `--lfads-epochs E` gives
+processes at once). AutoLFADS with 8 workers of 50 epochs (one shard of 8), two seed processes
+sharing the 2 cores: RADICaL 13-18 min and LFADS 3-5 min per speed and seed, ~70 min a seed. `--lfads-epochs E` gives
 LFADS E epochs (per worker) instead of `--epochs`: with E = K x `--epochs` it gets about
 RADICaL's wall time rather than its epochs.
 
