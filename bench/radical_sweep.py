@@ -44,14 +44,15 @@ tables and wall times):
 
 Single models of 50 epochs took ~25 min for the 12 speeds and seeds on a 2-core CPU (three seed
 processes at once). AutoLFADS with 8 workers of 50 epochs (one shard of 8), two seed processes
-sharing the 2 cores: RADICaL 13-18 min and LFADS 3-5 min per speed and seed, ~70 min a seed. `--lfads-epochs E` gives
-LFADS E epochs (per worker) instead of `--epochs`: with E = K x `--epochs` it gets about
-RADICaL's wall time rather than its epochs.
+sharing the 2 cores: RADICaL 13-18 min and LFADS 3-5 min per speed and seed, ~70 min a seed.
+`--lfads-epochs E` gives LFADS E epochs (per worker) instead of `--epochs`: with E = K x `--epochs`
+it gets about RADICaL's wall time rather than its epochs.
 
 Other options: [--epochs 50] [--ramp-epochs 15] [--batch-size 50] [--conditions 40] [--trials 20]
 [--neurons 40] [--frames 50] [--subframes 4] [--test-fraction 0.2] [--band-hz 5.6 15]
-[--samples 50] [--lfads-epochs E] [--pbt N] [--generations G] [--resume] [--quick] [k=v ...] (`k=v` config overrides
-go to every fit). `--quick` is a < 1 min smoke run (speeds 1 and 4, seed 0, tiny data and model).
+[--samples 50] [--lfads-epochs E] [--pbt N] [--generations G] [--resume] [--quick] [k=v ...]
+(`k=v` config overrides go to every fit). `--quick` is a < 1 min smoke run (speeds 1 and 4,
+seed 0, tiny data and model).
 `--resume` keeps the fits already finished in the output folder. Writes bench/out/radical_sweep/
 (data, fits), bench/out/radical_sweep.md / .json and bench/out/radical_sweep.png.
 """

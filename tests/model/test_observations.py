@@ -181,7 +181,9 @@ def test_zig_scales_from_data_start_at_the_estimate_and_do_not_depend_on_units()
     data = _zig_events(scales, 4000, shape=4.0, q=0.4, s_min=0.3, seed=12)
     penalties = []
     for unit in (1.0, 100.0):  # the same events in other units (s_min with them)
-        model = ZeroInflatedGamma(2, 3, s_min=0.3 * unit, gamma_prior=2.0, scale_from_data=True)
+        model = ZeroInflatedGamma(
+            2, 3, s_min=0.3 * unit, gamma_prior=2.0, gamma_scale_from_data=True
+        )
         with torch.no_grad():
             model.gamma_prior[1] = 0.5  # PBT's draw for worker 1
         model.init_from_data(data * unit)
@@ -207,7 +209,7 @@ def test_zig_without_scales_from_data_keeps_the_prior_in_data_units():
 def test_zig_loads_a_state_dict_from_before_the_scale_reference():
     old = ZeroInflatedGamma(2, 3, gamma_prior=0.5).state_dict()
     del old["scale_reference"]
-    model = ZeroInflatedGamma(2, 3, scale_from_data=True)
+    model = ZeroInflatedGamma(2, 3, gamma_scale_from_data=True)
     model.scale_reference.fill_(4.0)
     model.load_state_dict(old)
     torch.testing.assert_close(model.scale_reference, torch.ones(2, 3))

@@ -216,9 +216,9 @@ class ZeroInflatedGamma(ObservationModel):
         mean = E[y] = q * (s_min + alpha * theta).
 
     The scales are measured against a reference theta_ref (K, N), the buffer `scale_reference`:
-    1 (so `gamma_prior` is the scales' value in data units) unless `scale_from_data` is set, when
-    `init_from_data` makes it each channel's moment estimate of the scale from the training events
-    (`moment_scales`), so the prior does not depend on the data's units. The scales start at
+    1 (so `gamma_prior` is the scales' value in data units) unless `gamma_scale_from_data` is set,
+    when `init_from_data` makes it each channel's moment estimate of the scale from the training
+    events (`moment_scales`), so the prior does not depend on the data's units. The scales start at
     gamma_prior * theta_ref, and `regularizer()` pulls them back there:
 
         R = mean over N of (theta / theta_ref - gamma_prior)^2, shape (K,).
@@ -229,7 +229,7 @@ class ZeroInflatedGamma(ObservationModel):
         s_min: smallest non-zero value (event threshold), > 0.
         gamma_prior: prior value of the scales theta over theta_ref, > 0; stored per worker in the
             buffer `gamma_prior` (K,), which PBT may change.
-        scale_from_data: `init_from_data` sets theta_ref to the data's moment estimates.
+        gamma_scale_from_data: `init_from_data` sets theta_ref to the data's moment estimates.
     """
 
     n_params = 2
@@ -242,14 +242,14 @@ class ZeroInflatedGamma(ObservationModel):
         n_channels: int,
         s_min: float = 0.1,
         gamma_prior: float = 1.0,
-        scale_from_data: bool = False,
+        gamma_scale_from_data: bool = False,
     ) -> None:
         super().__init__(n_workers, n_channels)
         for arg, value in (("s_min", s_min), ("gamma_prior", gamma_prior)):
             if not value > 0:
                 raise ConfigError(f"zero-inflated gamma `{arg}` must be > 0, got {value!r}")
         self.s_min = float(s_min)
-        self.scale_from_data = bool(scale_from_data)
+        self.gamma_scale_from_data = bool(gamma_scale_from_data)
         self.log_scale = nn.Parameter(torch.full((n_workers, n_channels), math.log(gamma_prior)))
         self.register_buffer("gamma_prior", torch.full((n_workers,), float(gamma_prior)))
         self.register_buffer("scale_reference", torch.ones(n_workers, n_channels))
@@ -276,10 +276,10 @@ class ZeroInflatedGamma(ObservationModel):
 
     @torch.no_grad()
     def init_from_data(self, targets: Tensor) -> None:
-        """With `scale_from_data`: theta_ref = `moment_scales(targets)` ((M, N) training targets,
-        NaN where not observed) for every worker, and the scales restart at gamma_prior *
-        theta_ref. Otherwise nothing."""
-        if not self.scale_from_data:
+        """With `gamma_scale_from_data`: theta_ref = `moment_scales(targets)` ((M, N) training
+        targets, NaN where not observed) for every worker, and the scales restart at
+        gamma_prior * theta_ref. Otherwise nothing."""
+        if not self.gamma_scale_from_data:
             return
         reference = self.moment_scales(targets).to(self.scale_reference)
         self.scale_reference.copy_(reference.expand_as(self.scale_reference))

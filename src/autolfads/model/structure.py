@@ -89,9 +89,9 @@ class LFADSStructure:
             "ic_prior_var",
             "s_min",
             "gamma_prior",
+            "gamma_scale_from_data",
         )
-        settings = {name: getattr(self, name) for name in names}
-        return {**settings, "scale_from_data": self.gamma_scale_from_data}
+        return {name: getattr(self, name) for name in names}
 
     @property
     def n_sessions(self) -> int:
